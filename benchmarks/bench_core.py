@@ -1,0 +1,161 @@
+"""Core costs: decorator overhead, import time, PyMySQL connect with and without TLS reuse.
+
+Run: python benchmarks/bench_core.py   (starts a private TLS MariaDB; needs mariadbd)
+Prints markdown tables of medians, p99 and ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+
+from _common import each_call_us, per_call_us, table
+
+
+def bench_overhead() -> str:
+    from lambda_conn import managed_connection, register
+
+    class Closeable:
+        __slots__ = ("closed",)
+
+        def __init__(self) -> None:
+            self.closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def bare(event: object, context: object) -> int:
+        return 1
+
+    def bare_three(event: object, context: object) -> int:
+        for _ in range(3):
+            Closeable().close()  # what a careful handler does by hand
+        return 1
+
+    def three(event: object, context: object) -> int:
+        for _ in range(3):
+            register(Closeable())
+        return 1
+
+    decorated = managed_connection(bare)
+    decorated_three = managed_connection(three)
+    event: dict[str, int] = {}
+    rows = [
+        ("bare call", per_call_us(lambda: bare(event, None), number=20000, repeat=25)),
+        (
+            "@managed_connection, no connection",
+            per_call_us(lambda: decorated(event, None), number=20000, repeat=25),
+        ),
+        (
+            "bare, closes 3 objects by hand",
+            per_call_us(lambda: bare_three(event, None), number=20000, repeat=25),
+        ),
+        (
+            "@managed_connection, 3 tracked objects",
+            per_call_us(lambda: decorated_three(event, None), number=20000, repeat=25),
+        ),
+    ]
+    overhead = statistics.median(rows[1][1]) - statistics.median(rows[0][1])
+    overhead3 = statistics.median(rows[3][1]) - statistics.median(rows[2][1])
+    return (
+        table("Per-invocation overhead of the decorator", rows)
+        + f"\nOverhead over a bare call: {overhead:.2f} us with no connection "
+        f"(target <= 5 us), {overhead3:.2f} us with three tracked objects.\n"
+    )
+
+
+def import_time_ms(module: str = "lambda_conn", runs: int = 7) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        err = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+        match = re.search(rf"\|\s+(\d+)\s+\|\s+{re.escape(module)}\s*$", err, re.M)
+        assert match, err[-500:]
+        samples.append(int(match.group(1)) / 1000)
+    return samples
+
+
+def bench_import() -> str:
+    rows = [("import lambda_conn", import_time_ms("lambda_conn"))]
+    rows.append(("import wrapt (loaded only with a tracked client)", import_time_ms("wrapt")))
+    rows.append(("import pymysql (for scale)", import_time_ms("pymysql")))
+    best = min(rows[0][1])
+    return table("Import time (7 runs each)", rows, unit="ms") + (
+        f"\n`import lambda_conn`: minimum of 7 runs {best:.1f} ms (target <= 25 ms).\n"
+    )
+
+
+def bench_connect(repeat: int) -> str:
+    import pymysql
+
+    from lambda_conn import connect_mysql
+    from tests.servers.mariadb import MariaDBServer
+
+    with MariaDBServer(tls=True) as server:
+        assert server.tls is not None
+        plain = server.connect_kwargs()
+        base = {k: plain[k] for k in ("host", "port", "user", "password", "database")}
+
+        def default_tls() -> None:  # PyMySQL 1.2 default: TLS preferred, new context each time
+            pymysql.connect(**base).close()
+
+        def verified_new_context() -> None:
+            pymysql.connect(**base, ssl_ca=server.tls.ca, ssl_verify_cert=True).close()
+
+        def shared_context() -> None:
+            connect_mysql(**base).close()
+
+        def shared_verified() -> None:
+            connect_mysql(**base, ssl_ca=server.tls.ca, ssl_verify_cert=True).close()
+
+        def no_tls() -> None:
+            pymysql.connect(**base, ssl_disabled=True).close()
+
+        for fn in (default_tls, shared_context, no_tls):
+            fn()  # warm up: first connects pay one-time costs
+        rows = [
+            (
+                "PyMySQL defaults (TLS preferred, new SSLContext per connect)",
+                each_call_us(default_tls, repeat=repeat),
+            ),
+            (
+                "PyMySQL, verified TLS, new SSLContext per connect",
+                each_call_us(verified_new_context, repeat=repeat),
+            ),
+            (
+                "connect_mysql(): shared SSLContext, TLS preferred",
+                each_call_us(shared_context, repeat=repeat),
+            ),
+            (
+                "connect_mysql(): shared SSLContext, verified TLS",
+                each_call_us(shared_verified, repeat=repeat),
+            ),
+            ("PyMySQL, ssl_disabled=True", each_call_us(no_tls, repeat=repeat)),
+        ]
+    return table("PyMySQL connect + close on loopback (TLS-enabled private MariaDB)", rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=60, help="connects per case")
+    parser.add_argument("--skip-db", action="store_true", help="no database cases")
+    args = parser.parse_args()
+    import platform
+
+    cores = __import__("os").cpu_count()
+    print(f"Python {platform.python_version()} on {platform.machine()}, {cores} cores\n")
+    print(bench_overhead())
+    print(bench_import())
+    if not args.skip_db:
+        print(bench_connect(args.repeat))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""lambda_conn: connection-safe AWS Lambda handlers.
+
+``import lambda_conn`` stays light (it is cold-start time for every user): it imports no
+client, no asyncio, no wrapt. Names other than the decorator load on first use.
+"""
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+from lambda_conn._errors import ConfigurationError, LambdaConnError, LeakError
+from lambda_conn._managed import CLIENTS, ManagedConnection, managed_connection
+from lambda_conn._scope import Scope, current_scope, register, untracked
+from lambda_conn._stats import stats
+from lambda_conn._version import __version__
+
+if _TYPE_CHECKING:
+    from lambda_conn._guard.decorator import health_guard
+    from lambda_conn._guard.factory import enable_graceful_shutdown
+    from lambda_conn._liveness import connection_alive
+    from lambda_conn._rds.connector import ConnectError, RDSConnector, ReusedRDSConnection
+    from lambda_conn._rds.deadline import Deadline, Timeouts
+    from lambda_conn._rds.iam import IAMTokenProvider
+    from lambda_conn._rds.retry import Retry
+    from lambda_conn._reuse import ReusedConnection, close_reused_connections, reused_connection
+    from lambda_conn._tls import connect_mysql, tls_context
+    from lambda_conn.middleware import (
+        ManagedConnectionASGIMiddleware,
+        ManagedConnectionWSGIMiddleware,
+    )
+
+__all__ = [
+    "CLIENTS",
+    "ConfigurationError",
+    "ConnectError",
+    "Deadline",
+    "IAMTokenProvider",
+    "LambdaConnError",
+    "LeakError",
+    "ManagedConnection",
+    "ManagedConnectionASGIMiddleware",
+    "ManagedConnectionWSGIMiddleware",
+    "RDSConnector",
+    "Retry",
+    "ReusedConnection",
+    "ReusedRDSConnection",
+    "Scope",
+    "Timeouts",
+    "__version__",
+    "close_reused_connections",
+    "connect_mysql",
+    "connection_alive",
+    "current_scope",
+    "enable_graceful_shutdown",
+    "health_guard",
+    "managed_connection",
+    "register",
+    "reused_connection",
+    "stats",
+    "tls_context",
+    "untracked",
+]
+
+_LAZY = {
+    "RDSConnector": "lambda_conn._rds.connector",
+    "ReusedRDSConnection": "lambda_conn._rds.connector",
+    "ConnectError": "lambda_conn._rds.connector",
+    "IAMTokenProvider": "lambda_conn._rds.iam",
+    "Retry": "lambda_conn._rds.retry",
+    "Timeouts": "lambda_conn._rds.deadline",
+    "Deadline": "lambda_conn._rds.deadline",
+    "ManagedConnectionASGIMiddleware": "lambda_conn.middleware",
+    "ManagedConnectionWSGIMiddleware": "lambda_conn.middleware",
+    "health_guard": "lambda_conn._guard.decorator",
+    "enable_graceful_shutdown": "lambda_conn._guard.factory",
+    "ReusedConnection": "lambda_conn._reuse",
+    "close_reused_connections": "lambda_conn._reuse",
+    "reused_connection": "lambda_conn._reuse",
+    "connect_mysql": "lambda_conn._tls",
+    "tls_context": "lambda_conn._tls",
+    "connection_alive": "lambda_conn._liveness",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lambda_conn' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,70 @@
+"""The three handlers ``lambda-conn demo`` soaks. Read them: they are the story.
+
+The database comes from ``LAMBDA_CONN_DEMO_DSN`` (``mysql://user:password@host:port/db``,
+add ``?ssl_ca=/path/ca.pem`` for verified TLS).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pymysql
+
+from lambda_conn import managed_connection
+
+
+def _connect() -> Any:
+    url = urlsplit(os.environ["LAMBDA_CONN_DEMO_DSN"])
+    query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+    tls: dict[str, Any] = (
+        {"ssl_ca": query["ssl_ca"], "ssl_verify_cert": True}
+        if "ssl_ca" in query
+        else {"ssl_disabled": True}
+    )
+    return pymysql.connect(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 3306,
+        user=unquote(url.username or ""),
+        password=unquote(url.password or ""),
+        database=url.path.lstrip("/") or None,
+        connect_timeout=5,
+        read_timeout=5,
+        write_timeout=5,
+        **tls,
+    )
+
+
+def _select_one(conn: Any) -> int:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return int(cursor.fetchone()[0])
+
+
+def unprotected(event: Any, context: Any) -> dict[str, int]:
+    """Opens a connection per request and "cleans up" with atexit: one socket per request."""
+    conn = _connect()
+    atexit.register(conn.close)  # runs only when the process exits; keeps conn alive
+    return {"value": _select_one(conn)}
+
+
+@managed_connection
+def protected(event: Any, context: Any) -> dict[str, int]:
+    """The same code, with the decorator: closed when the handler returns."""
+    conn = _connect()
+    atexit.register(conn.close)
+    return {"value": _select_one(conn)}
+
+
+_HANDLES: list[Any] = []
+
+
+@managed_connection
+def third_party_leak(event: Any, context: Any) -> dict[str, int]:
+    """A leak no library can close (a third-party handle kept forever); the health guard,
+    switched on by FD_HEALTH_LIMIT, recycles the container after a response instead."""
+    conn = _connect()
+    _HANDLES.append(open(os.devnull, "rb"))  # noqa: SIM115 - the leak is the point
+    return {"value": _select_one(conn)}

@@ -1,0 +1,26 @@
+"""Exceptions raised by lambda_conn itself (never in place of a handler's own)."""
+
+from __future__ import annotations
+
+
+class LambdaConnError(Exception):
+    """Base class for lambda_conn's own errors."""
+
+
+class ConfigurationError(LambdaConnError, ValueError):
+    """A setting (keyword option or environment variable) has a value we cannot accept.
+
+    Raised at decoration or Init time so a misconfiguration never reaches a request.
+    """
+
+    def __init__(self, setting: str, value: object, accepted: str) -> None:
+        from lambda_conn._redact import redact
+
+        self.setting = setting
+        self.value = redact(value)
+        self.accepted = accepted
+        super().__init__(f"{setting}={self.value!r} is not valid: expected {accepted}")
+
+
+class LeakError(LambdaConnError):
+    """Connections stayed open after the scope closed them (only with ``on_leak="raise"``)."""

@@ -1,0 +1,60 @@
+"""The last steps of a process we end on purpose: flush, close kept connections, exit.
+
+Shared by the recycle (after the response is posted) and the SIGTERM handler (within the
+platform's 500 ms grace). ``os._exit`` and not ``sys.exit``: a ``SystemExit`` would unwind
+through awslambdaric and wait for non-daemon threads, with no bound on either. The price is
+that ``atexit`` handlers do not run, so what they would do is done here first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import NoReturn
+
+_exit = os._exit  # replaced in unit tests
+
+
+def flush_output() -> None:
+    """Push buffered log records and stdout/stderr out before the process disappears."""
+    import logging
+
+    for logger in (logging.getLogger(), logging.getLogger("lambda_conn")):
+        for handler in list(logger.handlers):
+            with contextlib.suppress(Exception):
+                handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def close_reused(deadline_s: float) -> bool:
+    """Close every ``reused_connection`` (COM_QUIT, so the server sees a clean quit), giving
+    up after ``deadline_s``: a close that hangs on a dead peer must not outlive the grace.
+    Returns True when everything was closed in time."""
+    reuse = sys.modules.get("lambda_conn._reuse")
+    if reuse is None:  # never imported: nothing can be kept open
+        return True
+    import threading
+
+    def close_all() -> None:
+        with contextlib.suppress(Exception):
+            reuse.close_reused_connections()
+
+    worker = threading.Thread(target=close_all, name="lambda_conn-close", daemon=True)
+    worker.start()
+    worker.join(deadline_s)
+    return not worker.is_alive()
+
+
+def end_process(code: int, close_deadline_s: float) -> NoReturn:
+    """Close kept connections (bounded), flush, and exit now."""
+    closed_in_time = close_reused(close_deadline_s)
+    if not closed_in_time:
+        from lambda_conn._log import log_event
+
+        log_event(30, "close_deadline_passed", deadline_s=close_deadline_s)
+    flush_output()
+    _exit(code)
+    raise AssertionError("unreachable")  # only when a test replaced _exit

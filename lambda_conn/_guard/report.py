@@ -1,0 +1,78 @@
+"""What the guard says when a limit is crossed: one JSON log line and one EMF metric.
+
+The log line goes through the ``lambda_conn`` logger (CloudWatch Logs Insights parses it);
+the metric is an Embedded Metric Format line on stdout, which CloudWatch turns into a
+metric with no API call. A recycle makes Lambda record ``Runtime.ExitError`` against the
+request just answered, so the line names that request: an error that shows in metrics but
+not in logs is the worst kind to chase.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lambda_conn._log import log_event
+
+NAMESPACE = "lambda_conn"
+METRIC = "HealthLimitExceeded"
+WARNING = 30
+
+
+def emit(action: str, fields: dict[str, Any], function_name: str | None, emf: bool) -> None:
+    """Log ``fields`` as ``health_recycle`` or ``health_limit_exceeded``; add the metric."""
+    event = "health_recycle" if action == "recycle" else "health_limit_exceeded"
+    log_event(WARNING, event, action=action, **fields)
+    if emf:
+        write_emf(action, fields, function_name)
+
+
+def emf_record(
+    action: str, fields: dict[str, Any], function_name: str | None, now_ms: int
+) -> dict[str, Any]:
+    dimensions = ["FunctionName", "Action"] if function_name else ["Action"]
+    record: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [dimensions],
+                    "Metrics": [{"Name": METRIC, "Unit": "Count"}],
+                }
+            ],
+        },
+        "Action": action,
+        METRIC: 1,
+        # Properties, not dimensions: searchable in the log, no extra metric cardinality.
+        "Reason": fields.get("reason"),
+        "RequestId": fields.get("request_id"),
+        "Measured": fields.get("measured"),
+        "Limit": fields.get("limit"),
+        "Trigger": fields.get("trigger"),
+    }
+    if function_name:
+        record["FunctionName"] = function_name
+    return record
+
+
+def write_emf(action: str, fields: dict[str, Any], function_name: str | None) -> None:
+    """Through Powertools' metrics when the user has them in use, else a plain EMF line
+    (the same record as :func:`emf_record`); never raises."""
+    from lambda_conn._metrics import put_metric
+
+    dimensions = (
+        {"FunctionName": function_name, "Action": action} if function_name else {"Action": action}
+    )
+    put_metric(
+        METRIC,
+        1,
+        namespace=NAMESPACE,
+        dimensions=dimensions,
+        properties={
+            "Reason": fields.get("reason"),
+            "RequestId": fields.get("request_id"),
+            "Measured": fields.get("measured"),
+            "Limit": fields.get("limit"),
+            "Trigger": fields.get("trigger"),
+        },
+    )

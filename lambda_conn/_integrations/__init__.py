@@ -1,0 +1,1 @@
+"""One module per client family; only that module imports its client."""

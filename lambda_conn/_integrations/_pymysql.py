@@ -1,0 +1,39 @@
+"""PyMySQL: every ``Connection`` built inside a scope is closed with COM_QUIT at its end."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from lambda_conn._integrations._track import tracker
+from lambda_conn._kinds import Kind, register_kind
+
+
+def _close(conn: Any) -> None:
+    if conn._sock is None:
+        return
+    try:
+        if not conn._closed:
+            conn.close()  # sends COM_QUIT, so the server logs no aborted connection
+    finally:
+        if conn._sock is not None:
+            conn._force_close()
+
+
+def _is_open(conn: Any) -> bool:
+    return conn._sock is not None
+
+
+def _remote(conn: Any) -> list[str]:
+    return [f"{conn.host}:{conn.port}"]
+
+
+PYMYSQL = Kind("pymysql.Connection", "pymysql", close=_close, is_open=_is_open, remote=_remote)
+
+
+def patch_pymysql(pymysql: ModuleType) -> None:
+    import wrapt
+
+    connections = pymysql.connections
+    wrapt.wrap_function_wrapper(connections, "Connection.__init__", tracker("pymysql", PYMYSQL))
+    register_kind(connections.Connection, PYMYSQL)

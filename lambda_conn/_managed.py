@@ -1,0 +1,329 @@
+"""``managed_connection``: one object that is a decorator, a scope and a closing context."""
+
+from __future__ import annotations
+
+import functools
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from lambda_conn import _tracking
+from lambda_conn._errors import ConfigurationError
+from lambda_conn._kinds import is_closeable, is_registered_kind, kind_of
+from lambda_conn._scope import LEAK_ACTIONS, Scope, _close_failed, _current
+from lambda_conn._stats import counters
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from types import TracebackType
+
+F = TypeVar("F", bound="Callable[..., Any]")
+C = TypeVar("C")
+
+CLIENTS = ("pymysql", "sqlalchemy", "requests", "urllib3", "httpx", "psycopg")
+_open_blocks: ContextVar[tuple[tuple[Any, Scope, Any], ...]] = ContextVar(
+    "lambda_conn_open_blocks", default=()
+)
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect at cold start
+
+
+def _parse_clients(clients: str | Iterable[str]) -> frozenset[str] | None:
+    accepted = f'"all" or any of {", ".join(CLIENTS)}'
+    if isinstance(clients, str):
+        if clients == "all":
+            return None
+        names: list[Any] = [clients]
+    else:
+        try:
+            names = list(clients)
+        except TypeError:
+            raise ConfigurationError("clients", clients, accepted) from None
+    for name in names:
+        if name not in CLIENTS:
+            raise ConfigurationError("clients", name, accepted)
+    return frozenset(names)
+
+
+def _parse_on_leak(on_leak: str) -> str:
+    if on_leak not in LEAK_ACTIONS:
+        raise ConfigurationError("on_leak", on_leak, " or ".join(map(repr, LEAK_ACTIONS)))
+    return on_leak
+
+
+def _is_coroutine_function(fn: Any) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    fn = getattr(fn, "__func__", fn)  # bound methods, classmethods
+    code = getattr(fn, "__code__", None)
+    if code is None:  # a callable object: look at its __call__
+        call = type(fn).__dict__.get("__call__")
+        code = getattr(call, "__code__", None)
+    return code is not None and bool(code.co_flags & _CO_COROUTINE)
+
+
+def _parse_audit(audit_descriptors: bool | None) -> bool:
+    if audit_descriptors is None:
+        from lambda_conn._fd_audit import audit_from_env
+
+        return audit_from_env()
+    if not isinstance(audit_descriptors, bool):
+        raise ConfigurationError("audit_descriptors", audit_descriptors, "True, False or None")
+    return audit_descriptors
+
+
+class ManagedConnection:
+    """Closes what a handler opens. Use as ``@decorator``, ``with`` or ``async with``."""
+
+    __slots__ = ("audit", "clients", "on_leak")
+
+    def __init__(self, clients: frozenset[str] | None, on_leak: str, audit: bool = False) -> None:
+        self.clients = clients
+        self.on_leak = on_leak
+        self.audit = audit
+
+    def __repr__(self) -> str:
+        clients = "all" if self.clients is None else sorted(self.clients)
+        return (
+            f"managed_connection(clients={clients!r}, on_leak={self.on_leak!r}, "
+            f"audit_descriptors={self.audit!r})"
+        )
+
+    def __call__(self, handler: F) -> F:
+        if not callable(handler):
+            raise TypeError(
+                f"@managed_connection decorates a function, got {type(handler).__name__}"
+            )
+        _tracking.install()
+        from lambda_conn._health import guard_for_handler
+
+        guard = guard_for_handler()
+        clients, on_leak, audit = self.clients, self.on_leak, self.audit
+        if audit:
+            from lambda_conn._fd_audit import safe_snapshot as snapshot
+
+        if _is_coroutine_function(handler):
+
+            @functools.wraps(handler)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                before = snapshot() if audit else None
+                scope = Scope(clients, on_leak)
+                outermost = _current.get() is None
+                token = _current.set(scope)
+                try:
+                    result = await handler(*args, **kwargs)
+                except BaseException:
+                    _current.reset(token)
+                    await scope.aclose(handler_failed=True)
+                    _after_invocation(guard, args, before, outermost)
+                    raise
+                _current.reset(token)
+                try:
+                    await scope.aclose()
+                finally:
+                    _after_invocation(guard, args, before, outermost)
+                return result
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(handler)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            before = snapshot() if audit else None
+            scope = Scope(clients, on_leak)
+            outermost = _current.get() is None
+            token = _current.set(scope)
+            try:
+                result = handler(*args, **kwargs)
+            except BaseException:
+                _current.reset(token)
+                scope.close(handler_failed=True)
+                _after_invocation(guard, args, before, outermost)
+                raise
+            _current.reset(token)
+            try:
+                scope.close()
+            finally:
+                _after_invocation(guard, args, before, outermost)
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    # A scope without a decorator: `with managed_connection() as scope:`.
+    # The open scopes live in a ContextVar, not on this object, so one object can serve
+    # overlapping `with` blocks in several tasks or threads.
+    def __enter__(self) -> Scope:
+        _tracking.install()
+        scope = Scope(self.clients, self.on_leak)
+        token = _current.set(scope)
+        _open_blocks.set((*_open_blocks.get(), (self, scope, token)))
+        return scope
+
+    def _pop(self) -> tuple[Scope, Any]:
+        blocks = _open_blocks.get()
+        for index in range(len(blocks) - 1, -1, -1):
+            owner, scope, token = blocks[index]
+            if owner is self:
+                _open_blocks.set(blocks[:index] + blocks[index + 1 :])
+                return scope, token
+        raise RuntimeError("managed_connection: __exit__ without a matching __enter__")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope, token = self._pop()
+        _current.reset(token)
+        scope.close(handler_failed=exc_type is not None)
+
+    async def __aenter__(self) -> Scope:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope, token = self._pop()
+        _current.reset(token)
+        await scope.aclose(handler_failed=exc_type is not None)
+
+
+def _after_invocation(
+    guard: Any, args: tuple[Any, ...], before: frozenset[int] | None, outermost: bool
+) -> None:
+    """After the scope closed: the descriptor audit, the counter, then the health guard."""
+    if before is not None:
+        _audit(before)
+    if outermost:
+        counters.invocations += 1
+        if guard is not None:
+            guard.after_invocation(args)
+
+
+def _audit(before: frozenset[int]) -> None:
+    from lambda_conn._fd_audit import left_open
+
+    try:
+        leaks = left_open(before)
+    except Exception as exc:  # an audit must never fail a request
+        from lambda_conn._log import log_event
+
+        log_event(30, "descriptor_audit_failed", error=repr(exc))
+        return
+    if leaks:
+        from lambda_conn._log import log_event
+
+        counters.leaked_descriptors += len(leaks)
+        log_event(30, "descriptors_left_open", count=len(leaks), descriptors=leaks)
+
+
+class Closing(Generic[C]):
+    """``with managed_connection(conn) as conn:`` closes that one object on exit."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: C) -> None:
+        self.obj = obj
+
+    def __repr__(self) -> str:
+        return f"<lambda_conn closing {type(self.obj).__qualname__}>"
+
+    def __enter__(self) -> C:
+        return self.obj
+
+    def __exit__(self, *exc_info: object) -> None:
+        kind = kind_of(self.obj)
+        if kind.close is None:
+            raise TypeError(
+                f"{type(self.obj).__qualname__} closes asynchronously: use "
+                "`async with managed_connection(client)`"
+            )
+        try:
+            kind.close(self.obj)
+        except Exception as exc:  # never replaces the body's result or exception
+            _close_failed(kind, exc)
+
+    async def __aenter__(self) -> C:
+        return self.obj
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        kind = kind_of(self.obj)
+        try:
+            if kind.aclose is not None:
+                await kind.aclose(self.obj)
+            elif kind.close is not None:
+                kind.close(self.obj)
+        except Exception as exc:
+            _close_failed(kind, exc)
+
+
+@overload
+def managed_connection(
+    target: None = None,
+    /,
+    *,
+    clients: str | Iterable[str] = "all",
+    on_leak: str = "report",
+    audit_descriptors: bool | None = None,
+) -> ManagedConnection: ...
+@overload
+def managed_connection(  # type: ignore[overload-overlap]
+    target: F,
+    /,
+    *,
+    clients: str | Iterable[str] = "all",
+    on_leak: str = "report",
+    audit_descriptors: bool | None = None,
+) -> F: ...
+@overload
+def managed_connection(target: C, /) -> Closing[C]: ...
+def managed_connection(
+    target: Any = None,
+    /,
+    *,
+    clients: str | Iterable[str] = "all",
+    on_leak: str = "report",
+    audit_descriptors: bool | None = None,
+) -> Any:
+    """Close every connection a handler opens, when it returns or raises.
+
+    - ``@managed_connection`` or ``@managed_connection(clients=..., on_leak=...)`` on a sync
+      or async handler (or method);
+    - ``with managed_connection() as scope:`` / ``async with``: the same scope for a block;
+    - ``with managed_connection(conn) as conn:`` closes that one object on exit.
+
+    ``clients`` limits automatic tracking ("all", or names from ``CLIENTS``); ``on_leak``
+    says what to do when something stays open after cleanup: "report" (a JSON log line and
+    a counter), "raise" (``LeakError`` after a successful handler; for tests) or "ignore".
+    ``audit_descriptors`` (default: ``LAMBDA_CONN_AUDIT_DESCRIPTORS``) also reports every
+    descriptor the invocation opened and left open, tracked or not (~50 us a call).
+    """
+    options = ManagedConnection(
+        _parse_clients(clients), _parse_on_leak(on_leak), _parse_audit(audit_descriptors)
+    )
+    if target is None:
+        return options
+    if isinstance(target, (str, bytes, int, float, list, tuple, set, frozenset, dict)):
+        from lambda_conn._redact import redact
+
+        shown = redact(target)
+        raise TypeError(
+            f"managed_connection() takes its options as keywords, got {shown!r}: did you "
+            f"mean managed_connection(clients={shown!r})?"
+        )
+    if callable(target) and not is_registered_kind(target):
+        return options(target)  # a handler, even a handler object that has close()
+    if is_closeable(target):
+        if clients != "all" or on_leak != "report" or audit_descriptors is not None:
+            raise TypeError(
+                "managed_connection(conn) closes one object and takes no options; "
+                "options belong to @managed_connection(...) on a handler"
+            )
+        return Closing(target)
+    if callable(target):
+        return options(target)
+    raise TypeError(
+        f"managed_connection() takes a handler to decorate or an object with close(), "
+        f"aclose() or dispose(); got {type(target).__qualname__}"
+    )

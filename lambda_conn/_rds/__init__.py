@@ -1,0 +1,12 @@
+"""RDS-ready MySQL connections: deadlines, retries, TLS and IAM auth for Lambda handlers.
+
+Loaded only when one of its names is used (``import lambda_conn`` never imports it), and
+botocore only when IAM auth signs its first token. One concept per module:
+
+- ``deadline``: how long a connect may take (the invocation's remaining time, less a
+  margin) and the socket timeouts derived from it;
+- ``retry``: which errors are worth another attempt, and the jittered backoff between them;
+- ``iam``: IAM auth tokens, signed locally and cached until shortly before they expire;
+- ``secret``: a wrapper that keeps passwords and tokens out of reprs and messages;
+- ``connector``: ``RDSConnector``, which puts them together for PyMySQL.
+"""

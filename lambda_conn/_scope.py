@@ -1,0 +1,176 @@
+"""The invocation scope: what was opened during one handler call, closed newest first.
+
+Scopes live in a ContextVar, so they are isolated per thread and per asyncio task, and a
+nested scope collects only what is opened while it is the innermost one.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from lambda_conn._errors import LambdaConnError, LeakError
+from lambda_conn._kinds import Kind, kind_of
+from lambda_conn._stats import counters
+
+T = TypeVar("T")
+
+_current: ContextVar[Scope | None] = ContextVar("lambda_conn_scope", default=None)
+
+LEAK_ACTIONS = ("report", "raise", "ignore")
+
+
+class Scope:
+    """Connections opened during one invocation (or one ``with managed_connection()`` block)."""
+
+    __slots__ = ("_resources", "clients", "on_leak")
+
+    def __init__(self, clients: frozenset[str] | None = None, on_leak: str = "report") -> None:
+        self._resources: dict[int, tuple[Any, Kind]] = {}
+        self.clients = clients
+        self.on_leak = on_leak
+
+    def __repr__(self) -> str:
+        kinds = [kind.name for _, kind in self._resources.values()]
+        return f"<lambda_conn.Scope tracking {len(kinds)} {kinds!r}>"
+
+    def tracks(self, client: str) -> bool:
+        return self.clients is None or client in self.clients
+
+    def register(self, obj: T, kind: Kind | None = None) -> T:
+        """Close ``obj`` when this scope ends. Returns ``obj`` so it can wrap a constructor."""
+        self._resources[id(obj)] = (obj, kind if kind is not None else kind_of(obj))
+        return obj
+
+    def forget(self, obj: object) -> None:
+        """Stop tracking ``obj`` (another owner, such as a pool, is responsible for it)."""
+        self._resources.pop(id(obj), None)
+
+    def __contains__(self, obj: object) -> bool:
+        return id(obj) in self._resources
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+    def _take(self) -> list[tuple[Any, Kind]]:
+        items = list(self._resources.values())
+        self._resources = {}
+        items.reverse()
+        return items
+
+    def close(self, *, handler_failed: bool = False) -> None:
+        """Close everything, newest first. Never raises, except ``LeakError`` with
+        ``on_leak="raise"`` after a handler that succeeded."""
+        if not self._resources:
+            return
+        items = self._take()
+        for obj, kind in items:
+            if kind.close is None:
+                continue  # async-only client in a sync scope: reported below if left open
+            try:
+                kind.close(obj)
+            except Exception as exc:
+                _close_failed(kind, exc)
+        self._finish(items, handler_failed)
+
+    async def aclose(self, *, handler_failed: bool = False) -> None:
+        """As :meth:`close`, awaiting ``aclose()`` for async clients."""
+        if not self._resources:
+            return
+        items = self._take()
+        interrupted: BaseException | None = None
+        for obj, kind in items:
+            try:
+                if kind.aclose is not None:
+                    await kind.aclose(obj)
+                elif kind.close is not None:
+                    kind.close(obj)
+            except Exception as exc:
+                _close_failed(kind, exc)
+            except BaseException as exc:  # cancelled mid-close: finish the rest first
+                interrupted = interrupted or exc
+        self._finish(items, handler_failed)
+        if interrupted is not None and not handler_failed:
+            raise interrupted
+
+    def _finish(self, items: list[tuple[Any, Kind]], handler_failed: bool) -> None:
+        leaked = [(obj, kind) for obj, kind in items if _still_open(obj, kind)]
+        counters.closed += len(items) - len(leaked)
+        if leaked:
+            counters.leaked += len(leaked)
+            self._report_leaks(leaked, handler_failed)
+
+    def _report_leaks(self, leaked: list[tuple[Any, Kind]], handler_failed: bool) -> None:
+        if self.on_leak == "ignore":
+            return
+        details: list[dict[str, object]] = []
+        for obj, kind in leaked:
+            detail: dict[str, object] = {"kind": kind.name, "remote": _remote(obj, kind)}
+            if kind.close is None:
+                detail["hint"] = (
+                    "closes only with await: decorate the coroutine you pass to "
+                    "asyncio.run() with @managed_connection so it closes inside the loop"
+                )
+            details.append(detail)
+        from lambda_conn._log import log_event
+
+        log_event(30, "connections_leaked", count=len(leaked), connections=details)
+        if self.on_leak == "raise" and not handler_failed:
+            raise LeakError(f"{len(leaked)} connection(s) left open after cleanup: {details}")
+
+
+def _still_open(obj: Any, kind: Kind) -> bool:
+    try:
+        return kind.is_open(obj)
+    except Exception:
+        return False
+
+
+def _remote(obj: Any, kind: Kind) -> list[str]:
+    try:
+        return kind.remote(obj)
+    except Exception:
+        return []
+
+
+def _close_failed(kind: Kind, exc: Exception) -> None:
+    counters.close_errors += 1
+    from lambda_conn._log import log_event
+
+    # The exception's type and message only: client errors carry no passwords, and the
+    # connection's repr (which might) is never formatted.
+    log_event(30, "close_failed", kind=kind.name, error=type(exc).__name__, message=str(exc)[:300])
+
+
+def current_scope() -> Scope | None:
+    """The innermost active scope in this thread or task, or None outside any."""
+    return _current.get()
+
+
+def register(obj: T) -> T:
+    """Close ``obj`` (anything with ``close()``, ``aclose()`` or ``dispose()``) at the end of
+    the current invocation. Returns ``obj``."""
+    scope = _current.get()
+    if scope is None:
+        raise LambdaConnError(
+            "lambda_conn.register() was called outside a managed scope: call it inside a "
+            "handler decorated with @managed_connection or inside `with managed_connection():`"
+        )
+    return scope.register(obj)
+
+
+class _Untracked:
+    """Context manager: nothing opened inside is swept by the enclosing scope."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _current.set(None)
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
+
+
+def untracked() -> _Untracked:
+    """Open connections that must outlive the invocation (deliberate reuse)."""
+    return _Untracked()

@@ -1,0 +1,34 @@
+"""Process-wide counters, read by the health guard and by tests."""
+
+from __future__ import annotations
+
+
+class Counters:
+    """Cumulative since the process started (one execution environment)."""
+
+    __slots__ = ("close_errors", "closed", "invocations", "leaked", "leaked_descriptors")
+
+    def __init__(self) -> None:
+        self.invocations = 0
+        self.closed = 0
+        self.close_errors = 0
+        self.leaked = 0
+        self.leaked_descriptors = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {
+            "invocations": self.invocations,
+            "closed": self.closed,
+            "close_errors": self.close_errors,
+            "leaked": self.leaked,
+            "leaked_descriptors": self.leaked_descriptors,
+        }
+
+
+counters = Counters()
+
+
+def stats() -> dict[str, int]:
+    """Counters since the container started: invocations, connections closed, close errors,
+    connections leaked (still open after cleanup), descriptors left open (audit only)."""
+    return counters.snapshot()

@@ -1,0 +1,139 @@
+"""Automatic tracking: patch each client's constructors once its module is imported.
+
+A tiny post-import hook of our own (a meta-path finder) rather than wrapt's, so that
+``import lambda_conn`` imports neither wrapt nor any client; wrapt is loaded only when the
+user imports a client we patch, whether before or after lambda_conn.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+
+# Top-level package -> "integration_module:function" that patches it. We hook packages, not
+# submodules: a package's own __init__ must have finished before we touch it (SQLAlchemy
+# resolves its internal imports only at the end of sqlalchemy/__init__).
+_PATCHES: dict[str, str] = {
+    "pymysql": "lambda_conn._integrations._pymysql:patch_pymysql",
+    "sqlalchemy": "lambda_conn._integrations._sqlalchemy:patch_engine",
+    "sqlalchemy.orm": "lambda_conn._integrations._sqlalchemy:patch_session",
+    "requests": "lambda_conn._integrations._http:patch_requests",
+    "urllib3": "lambda_conn._integrations._http:patch_urllib3",
+    "httpx": "lambda_conn._integrations._http:patch_httpx",
+    "psycopg": "lambda_conn._integrations._psycopg:patch_psycopg",
+    "psycopg_pool": "lambda_conn._integrations._psycopg:patch_psycopg_pool",
+}
+
+_pending: set[str] = set()
+_done: set[str] = set()
+_installed = False
+_install_lock = threading.RLock()
+_resolving = threading.local()  # names this thread is looking up through the other finders
+
+
+def install() -> None:
+    """Patch the clients already imported; hook the ones imported later. Idempotent."""
+    global _installed
+    if _installed:
+        return
+    with _install_lock:  # a second thread must not return before the patches are in
+        if _installed:
+            return
+        for name in _PATCHES:
+            if name in sys.modules:
+                _apply(name, sys.modules[name])
+            else:
+                _pending.add(name)
+        if _pending:
+            sys.meta_path.insert(0, _PostImportFinder())
+        _installed = True
+
+
+def _apply(name: str, module: ModuleType) -> None:
+    if name in _done:
+        return
+    _done.add(name)
+    _pending.discard(name)
+    target = _PATCHES[name]
+    module_name, _, func_name = target.partition(":")
+    try:
+        import importlib
+
+        patch: Callable[[ModuleType], None] = getattr(
+            importlib.import_module(module_name), func_name
+        )
+        patch(module)
+    except Exception as exc:  # never break the user's import
+        from lambda_conn._log import log_event
+
+        log_event(30, "tracking_unavailable", module=name, error=repr(exc))
+
+
+
+
+class _PostImportFinder:
+    """Finds nothing itself: wraps the real loader of the modules we patch."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname not in _pending:
+            return None
+        busy: set[str] = _resolving.__dict__.setdefault("names", set())
+        if fullname in busy:  # another finder that delegates asked us back: step aside
+            return None
+        busy.add(fullname)
+        try:
+            spec = self._find_elsewhere(fullname, path, target)
+        finally:
+            busy.discard(fullname)
+        if spec is None:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _HookedLoader(spec.loader, fullname)  # type: ignore[assignment]
+        return spec
+
+    def _find_elsewhere(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None
+    ) -> ModuleSpec | None:
+        for finder in sys.meta_path:
+            if finder is self:
+                continue
+            find_spec = getattr(finder, "find_spec", None)
+            if find_spec is None:
+                continue
+            spec: ModuleSpec | None = find_spec(fullname, path, target)
+            if spec is not None:
+                return spec
+        return None
+
+
+class _HookedLoader:
+    """Delegates to the real loader, then patches the module once it has executed."""
+
+    def __init__(self, loader: Any, name: str) -> None:
+        self._loader = loader
+        self._name = name
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        create = getattr(self._loader, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module: ModuleType) -> None:
+        # Hand the module its real loader back, so nothing downstream sees ours.
+        if getattr(module, "__loader__", None) is self:
+            module.__loader__ = self._loader
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.loader is self:
+            spec.loader = self._loader
+        self._loader.exec_module(module)
+        _apply(self._name, module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)

@@ -1,0 +1,228 @@
+"""``lambda-conn``: command-line entry point.
+
+Every subcommand imports its machinery inside its own function, so ``lambda-conn --help``
+and argument errors stay fast. To add a subcommand, write ``_add_<name>(subparsers)``
+that sets ``func`` and call it from ``build_parser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+# Kept equal to lambda_conn.local._constants (not imported: --help must stay light).
+_MIN_MEMORY_MB, _MAX_MEMORY_MB, _MAX_TIMEOUT_S = 128, 10_240, 900.0
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not accepted: expected an integer >= 1")
+    return number
+
+
+def _memory_mb(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not _MIN_MEMORY_MB <= number <= _MAX_MEMORY_MB:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not accepted: expected an integer number of MB "
+            f"from {_MIN_MEMORY_MB} to {_MAX_MEMORY_MB}"
+        )
+    return number
+
+
+def _timeout_s(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and 0 < number <= _MAX_TIMEOUT_S):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not accepted: expected seconds, a number more than 0 "
+            f"and at most {_MAX_TIMEOUT_S:g}"
+        )
+    return number
+
+
+def _env_pair(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{value!r} is not accepted: expected KEY=VALUE")
+    return key, val
+
+
+def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "soak",
+        help="invoke a handler N times in a Lambda-faithful local runtime",
+        description="Invoke HANDLER N times under the real awslambdaric, frozen between "
+        "invocations, with Lambda's descriptor, memory and time limits; print a summary.",
+    )
+    p.add_argument("handler", metavar="MODULE:FUNCTION", help="also MODULE.FUNCTION (Lambda form)")
+    p.add_argument("-n", "--invocations", dest="n", type=_positive_int, required=True, metavar="N")
+    p.add_argument("--memory", type=_memory_mb, default=128, metavar="MB", help="default 128")
+    p.add_argument("--timeout", type=_timeout_s, default=3.0, metavar="S", help="default 3")
+    p.add_argument("--event", metavar="FILE", help="JSON event sent to every invocation")
+    p.add_argument(
+        "--env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="function environment variable (repeatable)",
+    )
+    p.add_argument("--json", dest="json_path", metavar="FILE", help="write records and summary")
+    p.add_argument(
+        "--plot", metavar="FILE", help="descriptors and memory per invocation (.svg/.png)"
+    )
+    p.add_argument("--handler-dir", metavar="DIR", help="task root (default: current directory)")
+    p.add_argument(
+        "--logs", metavar="FILE", help="append the function's output here (default: discarded)"
+    )
+    p.set_defaults(func=_run_soak, subparser=p)
+
+
+def _run_soak(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.subparser
+    from lambda_conn.local import (
+        HandlerSpecError,
+        ProgressBar,
+        check_importable,
+        format_table,
+        parse_handler,
+        soak,
+        write_plot,
+    )
+
+    handler_dir = os.path.abspath(args.handler_dir or os.getcwd())
+    if not os.path.isdir(handler_dir):
+        parser.error(f"argument --handler-dir: {args.handler_dir!r} is not a directory")
+    try:
+        check_importable(parse_handler(args.handler), handler_dir)
+    except HandlerSpecError as exc:
+        parser.error(str(exc))
+    if args.plot and os.path.splitext(args.plot)[1].lower() not in (".svg", ".png"):
+        parser.error(
+            f"argument --plot: {args.plot!r} is not accepted: expected a .svg or .png file"
+        )
+    event = None
+    if args.event:
+        try:
+            with open(args.event, encoding="utf-8") as fh:
+                event = json.load(fh)
+        except (OSError, ValueError) as exc:
+            parser.error(f"argument --event: cannot read JSON from {args.event!r}: {exc}")
+
+    bar = ProgressBar(args.n)
+    with contextlib.ExitStack() as stack:
+        logs = stack.enter_context(open(args.logs, "ab")) if args.logs else subprocess.DEVNULL
+        try:
+            report = soak(
+                args.handler,
+                args.n,
+                event=event,
+                handler_dir=handler_dir,
+                memory_mb=args.memory,
+                timeout_s=args.timeout,
+                env=dict(args.env),
+                output=logs,
+                progress=bar,
+            )
+        finally:
+            bar.finish()
+    print(format_table(report.summary, rate=report.rate, memory_mb=args.memory))
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as fh:
+            json.dump(report.to_dict(), fh, indent=1, default=repr)
+        print(f"records written to {args.json_path}", file=sys.stderr)
+    if args.plot:
+        write_plot(report.records, args.plot, title=f"lambda-conn soak {args.handler}")
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="soak a leaky, a protected and a health-guarded handler side by side",
+        description="Soak three handlers under the local runtime: a leaky one unprotected, "
+        "the same with @managed_connection, and a leak no library can close with "
+        "FD_HEALTH_LIMIT set. Uses an embedded MySQL-protocol server unless --dsn is given.",
+    )
+    p.add_argument(
+        "--dsn",
+        metavar="URL",
+        help="mysql://user:password@host:port/db[?ssl_ca=FILE] instead of the embedded server",
+    )
+    p.add_argument(
+        "-n",
+        "--invocations",
+        dest="n",
+        type=_positive_int,
+        default=1500,
+        metavar="N",
+        help="invocations per handler (default 1500)",
+    )
+    p.add_argument(
+        "--plot",
+        default="lambda-conn-demo.svg",
+        metavar="FILE",
+        help="SVG of descriptors and memory per invocation (default lambda-conn-demo.svg)",
+    )
+    p.add_argument("--json", dest="json_path", metavar="FILE", help="write every record")
+    p.set_defaults(func=_run_demo, subparser=p)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.subparser
+    if args.dsn is not None and not args.dsn.startswith("mysql://"):
+        from lambda_conn._redact import redact
+
+        shown = redact(args.dsn)
+        parser.error(f"argument --dsn: {shown!r} is not accepted: expected mysql://...")
+    if args.plot and not args.plot.lower().endswith(".svg"):
+        parser.error(f"argument --plot: {args.plot!r} is not accepted: expected a .svg file")
+    from lambda_conn.local._demo import run_demo
+
+    return run_demo(
+        dsn=args.dsn, invocations=args.n, plot=args.plot or None, json_path=args.json_path
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lambda-conn", description="Tools for connection-safe AWS Lambda handlers."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_soak(subparsers)
+    _add_demo(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit status (2 for usage errors, as argparse)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""A Lambda-faithful local runtime: the real awslambdaric, frozen between invocations.
+
+Import cost is paid only by tests and the CLI: ``lambda_conn`` never imports this package.
+"""
+
+from lambda_conn.local._handler_spec import (
+    HandlerSpec,
+    HandlerSpecError,
+    check_importable,
+    parse_handler,
+)
+from lambda_conn.local._lambda import LocalLambda
+from lambda_conn.local._plot import render_svg, write_plot
+from lambda_conn.local._progress import ProgressBar
+from lambda_conn.local._records import InvocationRecord, Outcome, ShutdownRecord
+from lambda_conn.local._report import SoakSummary, format_table, summarize
+from lambda_conn.local._soak import SoakReport, soak
+
+__all__ = [
+    "HandlerSpec",
+    "HandlerSpecError",
+    "InvocationRecord",
+    "LocalLambda",
+    "Outcome",
+    "ProgressBar",
+    "ShutdownRecord",
+    "SoakReport",
+    "SoakSummary",
+    "check_importable",
+    "format_table",
+    "parse_handler",
+    "render_svg",
+    "soak",
+    "summarize",
+    "write_plot",
+]

@@ -1,0 +1,215 @@
+"""One execution environment: the runtime process group, its API server, its limits.
+
+Spawn, freeze, thaw, measure and kill live here and nowhere else, so the rules about
+which signal goes where are in one screenful.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import platform
+import resource
+import signal
+import subprocess
+import time
+from typing import IO
+
+from lambda_conn.local._api_server import RuntimeApiServer
+from lambda_conn.local._config import FunctionConfig
+from lambda_conn.local._constants import FD_LIMIT, INTERNAL_EXTENSION_GRACE_S, POLL_INTERVAL_S
+from lambda_conn.local._records import ShutdownRecord
+from lambda_conn.local._state import SandboxState
+
+__all__ = ["ExecutionEnvironment"]
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# Bound before fork: the child runs no Python of ours between fork and exec but this call.
+_LIMIT_FDS = functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+
+_SETTLE_S = 0.05
+Output = IO[bytes] | IO[str] | int | None
+
+
+# tgkill(2) numbers; elsewhere a process-directed kill(2) is used.
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131, "ppc64le": 250, "s390x": 241}
+
+
+def _signal_main_thread(pid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to the runtime's main thread.
+
+    Lambda sends a process-directed SIGTERM to a settled process, where the kernel picks
+    the idle main thread. Right after a SIGSTOP/SIGCONT another thread may be picked, and
+    Python runs signal handlers only on the main thread, so the local runtime aims at it.
+    """
+    number = _SYS_TGKILL.get(platform.machine())
+    if number is not None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(number, pid, pid, int(sig)) == 0:
+            return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+class ExecutionEnvironment:
+    """A runtime process (``python -m awslambdaric``) in its own process group.
+
+    The group is what gets frozen and killed, so threads and child processes the handler
+    starts stop and die with it, as they do in a Lambda sandbox.
+    """
+
+    def __init__(self, config: FunctionConfig, generation: int, output: Output = None) -> None:
+        self.config = config
+        self.generation = generation
+        self.state = SandboxState(config.metadata())
+        self.server = RuntimeApiServer(self.state)
+        self._output = output
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._frozen = False
+        self._exited = False
+        self.last_fds: int | None = None
+        self.last_rss: int | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Serve the API, then exec the unmodified runtime with Lambda's limits."""
+        self.server.start()
+        cfg = self.config
+        try:
+            self._proc = subprocess.Popen(
+                [cfg.python, "-m", "awslambdaric", cfg.spec.lambda_form],
+                cwd=cfg.task_root,
+                env=cfg.environ(self.server.address),
+                stdin=subprocess.DEVNULL,
+                stdout=self._output,
+                stderr=self._output,
+                start_new_session=True,
+                preexec_fn=_LIMIT_FDS,  # only a bound C call runs pre-exec
+            )
+        except BaseException:
+            self.server.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "environment not started"
+        return self._proc.pid
+
+    def exited(self) -> bool:
+        """True once the runtime process ended (it stays unreaped until teardown, so its
+        process group id cannot be reused while we may still signal it)."""
+        if self._exited:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            info = None
+            self._exited = True
+        if info is not None:
+            self._exited = True
+        return self._exited
+
+    def freeze(self) -> None:
+        """SIGSTOP the whole group: every thread, timer and keep-alive stops."""
+        self._signal_group(signal.SIGSTOP)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        if self._frozen:
+            self._signal_group(signal.SIGCONT)
+            self._frozen = False
+
+    def sample(self) -> tuple[int | None, int | None]:
+        """Descriptor count and RSS of the runtime process; keeps the last live values."""
+        pid = self.pid
+        try:
+            fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+            try:
+                rss = int(os.read(fd, 256).split()[1]) * _PAGE_SIZE
+            finally:
+                os.close(fd)
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+        except (OSError, IndexError, ValueError):
+            return self.last_fds, self.last_rss
+        if rss and not self.exited():
+            self.last_fds, self.last_rss = fds, rss
+        return self.last_fds, self.last_rss
+
+    # ------------------------------------------------------------------ endings
+    def kill(self, reason: str) -> ShutdownRecord:
+        """SIGKILL the group now (the OOM killer, a dead runtime's leftovers)."""
+        start = time.perf_counter()
+        already = self.exited()
+        self._signal_group(signal.SIGKILL)
+        return self._finish(reason, start, sigterm_sent=False, exited_within_grace=already)
+
+    def shut_down(self, reason: str) -> ShutdownRecord:
+        """Lambda's shutdown: SIGTERM to the runtime only if an extension registered, then
+        SIGKILL after the grace period; with no extension, SIGKILL straight away."""
+        start = time.perf_counter()
+        if self.exited():
+            self._signal_group(signal.SIGKILL)
+            return self._finish(reason, start, sigterm_sent=False, exited_within_grace=True)
+        if self.state.extension_count() == 0:
+            self._signal_group(signal.SIGKILL)
+            return self._finish(reason, start, sigterm_sent=False, exited_within_grace=False)
+        # Thaw first, as Lambda does, and let the main thread go back to sleep: a
+        # process-directed signal goes to a thread that has no signal pending, and a
+        # thread still busy with SIGSTOP/SIGCONT does. If another thread takes SIGTERM,
+        # Python's handler waits for the main thread, which is blocked in a lock.
+        self.thaw()
+        self._wait_main_thread_asleep(_SETTLE_S)
+        _signal_main_thread(self.pid, signal.SIGTERM)
+        deadline = start + INTERNAL_EXTENSION_GRACE_S
+        while not self.exited() and time.perf_counter() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+        within = self.exited()
+        self._signal_group(signal.SIGKILL)
+        return self._finish(reason, start, sigterm_sent=True, exited_within_grace=within)
+
+    def _wait_main_thread_asleep(self, timeout: float) -> None:
+        deadline = time.perf_counter() + timeout
+        path = f"/proc/{self.pid}/stat"
+        while time.perf_counter() < deadline:
+            try:
+                with open(path, "rb") as fh:
+                    state = fh.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return
+            if state in (b"S", b"D", b"Z"):
+                return
+            time.sleep(0.0005)
+
+    def _finish(
+        self, reason: str, start: float, *, sigterm_sent: bool, exited_within_grace: bool
+    ) -> ShutdownRecord:
+        status: int | None = None
+        if self._proc is not None:
+            try:
+                status = self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
+                status = None
+        self._exited = True
+        extensions = self.state.extension_count()
+        self.server.stop()
+        return ShutdownRecord(
+            environment=self.generation,
+            reason=reason,
+            extensions=extensions,
+            sigterm_sent=sigterm_sent,
+            exited_within_grace=exited_within_grace,
+            exit_status=status,
+            duration_ms=(time.perf_counter() - start) * 1000,
+        )
+
+    def exit_status(self) -> int | None:
+        """The runtime's exit status once reaped (negative: killed by that signal)."""
+        return None if self._proc is None else self._proc.returncode
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self._proc is None or self._proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)

@@ -1,0 +1,371 @@
+"""``LocalLambda``: invoke a handler the way Lambda does, one execution environment at a time.
+
+The invoke cycle: thaw (or cold-start), dispatch, wait for the answer *and* for the
+runtime and every extension to ask for more, measure, freeze. Whatever ends it early
+(exit, memory, timeout) resets the environment, and the next invoke starts cold.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from lambda_conn.local._config import FunctionConfig
+from lambda_conn.local._constants import INIT_TIMEOUT_S, POLL_INTERVAL_S
+from lambda_conn.local._environment import ExecutionEnvironment, Output
+from lambda_conn.local._records import InvocationRecord, Outcome, ResetReason, ShutdownRecord
+from lambda_conn.local._state import Invocation
+
+__all__ = ["LocalLambda"]
+
+_Ending = Literal["exit", "memory", "timeout"]  # what cut an invoke short
+_InitFailure = Literal["exit", "memory", "timeout", "init_error"]
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+
+
+def _trace_id() -> str:
+    root = f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
+    return f"Root={root};Parent={uuid.uuid4().hex[:16]};Sampled=0"
+
+
+def _exit_message(request_id: str, status: int | None) -> str:
+    """Lambda's wording for a runtime that died (Go's os/exec phrasing)."""
+    if status == 0:
+        return f"RequestId: {request_id} Error: Runtime exited without providing a reason"
+    if status is None:
+        reason = "unknown"
+    elif status < 0:
+        reason = f"signal: {(signal.strsignal(-status) or str(-status)).lower()}"
+    else:
+        reason = f"exit status {status}"
+    return f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
+
+
+class LocalLambda:
+    """A function under test: ``with LocalLambda("app.handler", handler_dir=...) as fn:``.
+
+    ``handler`` is ``module.function`` or ``module:function``; ``handler_dir`` (default:
+    the current directory) is the task root. ``output`` receives the runtime's
+    stdout/stderr (None inherits ours; pass ``subprocess.DEVNULL`` or a file).
+    """
+
+    def __init__(
+        self,
+        handler: str,
+        *,
+        handler_dir: str | os.PathLike[str] | None = None,
+        memory_mb: int = 128,
+        timeout_s: float = 3.0,
+        env: Mapping[str, str] | None = None,
+        function_name: str | None = None,
+        init_timeout_s: float = INIT_TIMEOUT_S,
+        output: Output = None,
+    ) -> None:
+        self.config = FunctionConfig.create(
+            handler,
+            handler_dir=handler_dir,
+            memory_mb=memory_mb,
+            timeout_s=timeout_s,
+            env=env,
+            function_name=function_name,
+            init_timeout_s=init_timeout_s,
+        )
+        self._output = output
+        self._lock = threading.Lock()
+        self._env: ExecutionEnvironment | None = None
+        self._generation = 0
+        self._records: list[InvocationRecord] = []
+        self._shutdowns: list[ShutdownRecord] = []
+        self._closed = False
+        atexit.register(self._kill_at_exit)
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (
+            f"LocalLambda({cfg.spec.lambda_form!r}, memory_mb={cfg.memory_mb}, "
+            f"timeout_s={cfg.timeout_s:g}, invocations={len(self._records)})"
+        )
+
+    @property
+    def records(self) -> list[InvocationRecord]:
+        """Every invocation so far, in order (the live list)."""
+        return self._records
+
+    @property
+    def shutdowns(self) -> list[ShutdownRecord]:
+        """Every environment that ended: resets after a failure and spin-downs."""
+        return self._shutdowns
+
+    # ------------------------------------------------------------------- public
+    def invoke(self, event: Any = None) -> InvocationRecord:
+        """Run one invocation synchronously and return its record (also kept in ``records``)."""
+        payload = json.dumps(event).encode()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this LocalLambda is closed; create a new one to invoke again")
+            request_id = str(uuid.uuid4())
+            try:
+                record = self._invoke_locked(request_id, payload)
+            except BaseException:
+                self._reset("interrupted", kill=True)
+                raise
+            self._records.append(record)
+            return record
+
+    def shutdown(self) -> ShutdownRecord | None:
+        """Spin the environment down as Lambda does; the next invoke is a cold start."""
+        with self._lock:
+            return self._reset("spindown", kill=False)
+
+    def close(self) -> None:
+        """Shut down and refuse further invokes; safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._reset("spindown", kill=False)
+            finally:
+                atexit.unregister(self._kill_at_exit)
+
+    def __enter__(self) -> LocalLambda:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internal
+    def _reset(self, reason: str, *, kill: bool) -> ShutdownRecord | None:
+        env, self._env = self._env, None
+        if env is None:
+            return None
+        record = env.kill(reason) if kill else env.shut_down(reason)
+        self._shutdowns.append(record)
+        return record
+
+    def _kill_at_exit(self) -> None:
+        env = self._env
+        if env is not None:
+            env.kill("interpreter-exit")
+
+    def _invoke_locked(self, request_id: str, payload: bytes) -> InvocationRecord:
+        env = self._env
+        if env is not None:
+            env.thaw()
+            return self._run(env, request_id, payload, cold=False, init_ms=None)
+        env = self._start_environment()
+        self._env = env  # so that an interrupt during Init still kills it
+        failure, init_ms = self._wait_init(env)
+        if failure is None:
+            return self._run(env, request_id, payload, cold=True, init_ms=init_ms)
+        self._env = None
+        return self._init_failure(env, request_id, failure, init_ms)
+
+    def _start_environment(self) -> ExecutionEnvironment:
+        self._generation += 1
+        env = ExecutionEnvironment(self.config, self._generation, self._output)
+        env.start()
+        return env
+
+    def _watch(
+        self, env: ExecutionEnvironment, done: Callable[[float], bool], deadline: float
+    ) -> _Ending | None:
+        """Wait until ``done(poll_s)`` is true, watching what Lambda watches meanwhile: the
+        runtime exiting, its resident memory passing the size, the deadline."""
+        limit = self.config.memory_bytes
+        while not done(POLL_INTERVAL_S):
+            if env.exited():
+                return "exit"
+            _, rss = env.sample()
+            if rss is not None and rss > limit:
+                return "memory"
+            if time.perf_counter() >= deadline:
+                return "timeout"
+        return None
+
+    def _wait_init(self, env: ExecutionEnvironment) -> tuple[_InitFailure | None, float]:
+        """Wait for Init (runtime at /next, extensions at /event/next) under Lambda's limits."""
+        start = time.perf_counter()
+        failure: _InitFailure | None = self._watch(
+            env, env.state.wait_init, start + self.config.init_timeout_s
+        )
+        if env.state.init_error is not None:
+            failure = "init_error"
+        return failure, (time.perf_counter() - start) * 1000
+
+    def _init_failure(
+        self,
+        env: ExecutionEnvironment,
+        request_id: str,
+        failure: _InitFailure,
+        init_ms: float,
+    ) -> InvocationRecord:
+        if failure == "init_error":  # awslambdaric exits right after posting; let it
+            deadline = time.perf_counter() + 1.0
+            while not env.exited() and time.perf_counter() < deadline:
+                time.sleep(POLL_INTERVAL_S)
+        shutdown = env.shut_down("timeout") if failure == "timeout" else env.kill(failure)
+        self._shutdowns.append(shutdown)
+        status = env.exit_status()
+        response: dict[str, Any]
+        if failure == "init_error":
+            body = _decode(env.state.init_error or b"")
+            response = body if isinstance(body, dict) else {"errorMessage": str(body)}
+            response.setdefault("errorType", env.state.init_error_type or "Runtime.Unknown")
+            outcome: Outcome = "function_error"
+        else:
+            outcome, response = self._kill_outcome(failure, request_id, status, init=True)
+        return self._record(
+            env,
+            request_id,
+            outcome,
+            response,
+            duration_ms=0.0,
+            response_ms=None,
+            cold=True,
+            init_ms=init_ms,
+            exited_after_response=False,
+            reset_reason="init_error",
+            sigterm_sent=shutdown.sigterm_sent,
+        )
+
+    def _kill_outcome(
+        self, ending: _InitFailure, request_id: str, status: int | None, *, init: bool
+    ) -> tuple[Outcome, dict[str, Any]]:
+        """What the caller sees when the sandbox died before answering."""
+        if ending == "memory":
+            return "memory", {
+                "errorType": "Runtime.OutOfMemory",
+                "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: "
+                "signal: killed",
+            }
+        if ending == "timeout":
+            limit = self.config.init_timeout_s if init else self.config.timeout_s
+            phase = "Init" if init else "Task"
+            return "timeout", {
+                "errorType": "Sandbox.Timedout",
+                "errorMessage": f"RequestId: {request_id} Error: {phase} timed out after "
+                f"{limit:.2f} seconds",
+            }
+        return "crash", {
+            "errorType": "Runtime.ExitError",
+            "errorMessage": _exit_message(request_id, status),
+        }
+
+    def _run(
+        self,
+        env: ExecutionEnvironment,
+        request_id: str,
+        payload: bytes,
+        *,
+        cold: bool,
+        init_ms: float | None,
+    ) -> InvocationRecord:
+        cfg = self.config
+        inv = Invocation(
+            request_id=request_id,
+            payload=payload,
+            deadline_ms=time.time_ns() // 1_000_000 + int(cfg.timeout_s * 1000),
+            trace_id=_trace_id(),
+            function_arn=cfg.function_arn,
+        )
+        limit = cfg.memory_bytes
+        start = time.perf_counter()
+        deadline = start + cfg.timeout_s
+        env.state.dispatch(inv)
+        ending = self._watch(env, lambda poll: env.state.wait_invoke(inv, poll), deadline)
+        end = time.perf_counter()
+        if ending is None:
+            _, rss = env.sample()
+            if rss is not None and rss > limit:
+                ending = "memory"
+        sigterm_sent: bool | None = None
+        if ending is None:
+            env.freeze()
+        else:
+            self._env = None
+            shutdown = env.shut_down("timeout") if ending == "timeout" else env.kill(ending)
+            self._shutdowns.append(shutdown)
+            sigterm_sent = shutdown.sigterm_sent
+
+        reset_reason: ResetReason | None
+        if inv.answered:
+            if inv.error is not None:
+                error = _decode(inv.error)
+                response = error if isinstance(error, dict) else {"errorMessage": str(error)}
+                if inv.error_type and "errorType" not in response:
+                    response["errorType"] = inv.error_type
+                outcome: Outcome = "function_error"
+            else:
+                response, outcome = _decode(inv.response or b""), "ok"
+            reset_reason = "exited_after_response" if ending == "exit" else ending
+        else:
+            assert ending is not None  # the loop only ends unanswered by a kill or exit
+            outcome, response = self._kill_outcome(
+                ending, request_id, env.exit_status(), init=False
+            )
+            reset_reason = "crash" if ending == "exit" else ending
+        return self._record(
+            env,
+            request_id,
+            outcome,
+            response,
+            duration_ms=(end - start) * 1000,
+            response_ms=None if inv.answered_at is None else (inv.answered_at - start) * 1000,
+            cold=cold,
+            init_ms=init_ms,
+            exited_after_response=inv.answered and ending == "exit",
+            reset_reason=reset_reason,
+            sigterm_sent=sigterm_sent,
+        )
+
+    def _record(
+        self,
+        env: ExecutionEnvironment,
+        request_id: str,
+        outcome: Outcome,
+        response: Any,
+        *,
+        duration_ms: float,
+        response_ms: float | None,
+        cold: bool,
+        init_ms: float | None,
+        exited_after_response: bool,
+        reset_reason: ResetReason | None,
+        sigterm_sent: bool | None,
+    ) -> InvocationRecord:
+        error = response if outcome != "ok" and isinstance(response, dict) else {}
+        stack = error.get("stackTrace")
+        return InvocationRecord(
+            index=len(self._records),
+            request_id=request_id,
+            outcome=outcome,
+            error_type=error.get("errorType"),
+            error_message=error.get("errorMessage"),
+            stack_trace=list(stack) if isinstance(stack, list) else None,
+            response=response,
+            duration_ms=duration_ms,
+            response_ms=response_ms,
+            cold_start=cold,
+            init_duration_ms=init_ms,
+            fd_count=env.last_fds,
+            rss_bytes=env.last_rss,
+            exited_after_response=exited_after_response,
+            reset_reason=reset_reason,
+            exit_status=env.exit_status(),
+            sigterm_sent=sigterm_sent,
+            environment=env.generation,
+        )

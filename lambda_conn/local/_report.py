@@ -1,0 +1,109 @@
+"""Turn invocation records into the numbers a soak is judged by, and a plain-text table."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lambda_conn.local._constants import FD_LIMIT
+from lambda_conn.local._records import InvocationRecord
+
+__all__ = ["SoakSummary", "format_table", "percentile", "summarize"]
+
+
+@dataclass(frozen=True)
+class SoakSummary:
+    """Counts as the caller saw them, plus the sandbox's peaks.
+
+    ``recycles`` counts runtimes that exited after answering (what lambda_conn's recycler
+    does); ``resets`` counts every environment thrown away, whatever the reason.
+    """
+
+    invocations: int
+    succeeded: int
+    failed: int
+    failures_by_type: dict[str, int]
+    cold_starts: int
+    recycles: int
+    resets: int
+    p50_ms: float | None
+    p99_ms: float | None
+    peak_fds: int | None
+    peak_rss_bytes: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile (no interpolation: every reported value really happened)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize(records: Sequence[InvocationRecord]) -> SoakSummary:
+    failures = Counter(r.error_type or r.outcome for r in records if not r.ok)
+    durations = [r.duration_ms for r in records]
+    fds = [r.fd_count for r in records if r.fd_count is not None]
+    rss = [r.rss_bytes for r in records if r.rss_bytes is not None]
+    return SoakSummary(
+        invocations=len(records),
+        succeeded=sum(r.ok for r in records),
+        failed=sum(not r.ok for r in records),
+        failures_by_type=dict(failures.most_common()),
+        cold_starts=sum(r.cold_start for r in records),
+        recycles=sum(r.exited_after_response for r in records),
+        resets=sum(r.recycled for r in records),
+        p50_ms=percentile(durations, 50),
+        p99_ms=percentile(durations, 99),
+        peak_fds=max(fds, default=None),
+        peak_rss_bytes=max(rss, default=None),
+    )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
+
+
+def format_table(
+    summary: SoakSummary, *, rate: float | None = None, memory_mb: int | None = None
+) -> str:
+    """A two-column table for a terminal; failures are broken down by error type."""
+    rows: list[tuple[str, str]] = [
+        ("invocations", str(summary.invocations)),
+        ("succeeded", str(summary.succeeded)),
+        ("failed", str(summary.failed)),
+    ]
+    rows += [(f"  {kind}", str(count)) for kind, count in summary.failures_by_type.items()]
+    peak_mb = None if summary.peak_rss_bytes is None else summary.peak_rss_bytes / 2**20
+    rows += [
+        ("cold starts", str(summary.cold_starts)),
+        ("recycles (exit after response)", str(summary.recycles)),
+        ("environment resets", str(summary.resets)),
+        ("duration p50", _ms(summary.p50_ms)),
+        ("duration p99", _ms(summary.p99_ms)),
+        (
+            "peak descriptors",
+            "-" if summary.peak_fds is None else f"{summary.peak_fds} / {FD_LIMIT}",
+        ),
+        (
+            "peak memory (RSS)",
+            "-"
+            if peak_mb is None
+            else f"{peak_mb:.1f} MB" + (f" / {memory_mb} MB" if memory_mb else ""),
+        ),
+    ]
+    if rate is not None:
+        rows.append(("throughput", f"{rate:.0f} invocations/s"))
+    width = max(len(name) for name, _ in rows)
+    value_width = max(len(value) for _, value in rows)
+    line = "-" * (width + value_width + 3)
+    body = [f"{name:<{width}}   {value:>{value_width}}" for name, value in rows]
+    return "\n".join([line, *body, line])

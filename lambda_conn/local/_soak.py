@@ -1,0 +1,99 @@
+"""Run a handler N times in one LocalLambda and keep what happened.
+
+A soak is how a leak shows up before production: descriptors or memory that grow per
+invocation, a pool that stops working after a freeze, a recycle that drops a request.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lambda_conn.local._environment import Output
+from lambda_conn.local._lambda import LocalLambda
+from lambda_conn.local._records import InvocationRecord, ShutdownRecord
+from lambda_conn.local._report import SoakSummary, summarize
+
+__all__ = ["SoakReport", "soak"]
+
+Progress = Callable[[int, InvocationRecord], None]
+
+
+@dataclass(frozen=True)
+class SoakReport:
+    """Records, shutdowns and the summary of one soak; ``to_dict()`` is the --json file."""
+
+    handler: str
+    memory_mb: int
+    timeout_s: float
+    wall_s: float
+    records: list[InvocationRecord]
+    shutdowns: list[ShutdownRecord]
+    summary: SoakSummary = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "summary", summarize(self.records))
+
+    @property
+    def rate(self) -> float:
+        """Invocations per second of wall time, cold starts included."""
+        return len(self.records) / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def failed(self) -> bool:
+        """True when any invocation failed as the caller saw it."""
+        return self.summary.failed > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "handler": self.handler,
+            "memory_mb": self.memory_mb,
+            "timeout_s": self.timeout_s,
+            "wall_s": self.wall_s,
+            "invocations_per_s": self.rate,
+            "summary": self.summary.to_dict(),
+            "records": [r.to_dict() for r in self.records],
+            "shutdowns": [s.to_dict() for s in self.shutdowns],
+        }
+
+
+def soak(
+    handler: str,
+    n: int,
+    *,
+    event: Any = None,
+    handler_dir: str | os.PathLike[str] | None = None,
+    memory_mb: int = 128,
+    timeout_s: float = 3.0,
+    env: Mapping[str, str] | None = None,
+    output: Output = None,
+    progress: Progress | None = None,
+) -> SoakReport:
+    """Invoke ``handler`` ``n`` times with ``event``, then spin the environment down."""
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n={n!r} is not accepted: expected a positive integer")
+    with LocalLambda(
+        handler,
+        handler_dir=handler_dir,
+        memory_mb=memory_mb,
+        timeout_s=timeout_s,
+        env=env,
+        output=output,
+    ) as fn:
+        start = time.perf_counter()
+        for done in range(1, n + 1):
+            record = fn.invoke(event)
+            if progress is not None:
+                progress(done, record)
+        wall = time.perf_counter() - start
+    return SoakReport(
+        handler=fn.config.spec.lambda_form,
+        memory_mb=fn.config.memory_mb,
+        timeout_s=fn.config.timeout_s,
+        wall_s=wall,
+        records=list(fn.records),
+        shutdowns=list(fn.shutdowns),
+    )

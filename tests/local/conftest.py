@@ -1,0 +1,42 @@
+"""Fixtures for the local runtime's tests: handler modules written into ``tmp_path``.
+
+Every LocalLambda made through ``make_lambda`` is closed after the test, so no runtime
+process (frozen or not) outlives it.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambda_conn.local import LocalLambda
+
+
+@pytest.fixture
+def write_handler(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write ``<name>.py`` (dedented) into the task root and return the task root."""
+
+    def write(name: str, source: str) -> Path:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        return tmp_path
+
+    return write
+
+
+@pytest.fixture
+def make_lambda(tmp_path: Path) -> Iterator[Callable[..., LocalLambda]]:
+    made: list[LocalLambda] = []
+
+    def make(handler: str, **options: Any) -> LocalLambda:
+        options.setdefault("handler_dir", tmp_path)
+        fn = LocalLambda(handler, **options)
+        made.append(fn)
+        return fn
+
+    yield make
+    for fn in made:
+        fn.close()

@@ -1,0 +1,133 @@
+"""``lambda-conn soak`` as a user runs it: a subprocess, its exit status, its files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+HANDLERS = """
+    def ok(event, context):
+        return {"got": event}
+
+    def boom(event, context):
+        raise ValueError("boom")
+"""
+
+
+def _cli() -> list[str]:
+    script = shutil.which("lambda-conn")
+    return [script] if script else [sys.executable, "-m", "lambda_conn.cli"]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    raw = subprocess.run([*_cli(), *args], cwd=cwd, capture_output=True, timeout=100, check=False)
+    # decoded by hand: text=True would turn the progress bar's \r into \n
+    return subprocess.CompletedProcess(
+        raw.args, raw.returncode, raw.stdout.decode(), raw.stderr.decode()
+    )
+
+
+def test_soak_all_ok_exits_0_and_writes_json_and_svg(write_handler, tmp_path):
+    root = write_handler("app", HANDLERS)
+    (tmp_path / "event.json").write_text('{"k": 1}')
+    result = run(
+        "soak",
+        "app:ok",
+        "-n",
+        "20",
+        "--event",
+        "event.json",
+        "--env",
+        "A=1",
+        "--json",
+        "out.json",
+        "--plot",
+        "out.svg",
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr
+    # the table on stdout, the progress bar on stderr
+    for row in (
+        "invocations",
+        "succeeded",
+        "cold starts",
+        "duration p50",
+        "duration p99",
+        "peak descriptors",
+        "peak memory",
+    ):
+        assert row in result.stdout
+    assert "\r[" in result.stderr and "20/20" in result.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["summary"]["invocations"] == 20 and data["summary"]["failed"] == 0
+    assert data["summary"]["cold_starts"] == 1
+    assert len(data["records"]) == 20
+    assert all(r["outcome"] == "ok" and r["response"] == {"got": {"k": 1}} for r in data["records"])
+    assert all(r["fd_count"] > 0 and r["rss_bytes"] > 0 for r in data["records"])
+    svg = ET.parse(tmp_path / "out.svg").getroot()
+    assert svg.tag.endswith("svg")
+    assert len(svg.findall(".//{http://www.w3.org/2000/svg}polyline")) == 2
+
+
+def test_soak_with_a_raising_handler_exits_1(write_handler, tmp_path):
+    root = write_handler("app", HANDLERS)
+    result = run("soak", "app.boom", "-n", "3", "--json", "out.json", cwd=root)
+    assert result.returncode == 1, result.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["summary"]["failed"] == 3
+    assert data["summary"]["failures_by_type"] == {"ValueError": 3}
+    assert data["records"][0]["error_type"] == "ValueError"
+    assert data["records"][0]["stack_trace"]
+    assert "ValueError" in result.stdout
+
+
+def test_handler_dir_option_is_the_task_root(write_handler, tmp_path):
+    root = write_handler("app", HANDLERS)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run("soak", "app:ok", "-n", "2", "--handler-dir", str(root), cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["soak", "no_function_here", "-n", "1"], ["'no_function_here'", "MODULE:FUNCTION"]),
+        (["soak", "missing_mod:handler", "-n", "1"], ["'missing_mod'", "not found"]),
+        (["soak", "app:ok", "-n", "0"], ["-n/--invocations", "'0'", "integer >= 1"]),
+        (["soak", "app:ok", "-n", "x"], ["-n/--invocations", "'x'"]),
+        (["soak", "app:ok", "-n", "1", "--memory", "64"], ["--memory", "'64'", "128 to 10240"]),
+        (["soak", "app:ok", "-n", "1", "--memory", "10241"], ["--memory", "'10241'"]),
+        (["soak", "app:ok", "-n", "1", "--timeout", "abc"], ["--timeout", "'abc'", "seconds"]),
+        (["soak", "app:ok", "-n", "1", "--env", "NOEQUALS"], ["--env", "'NOEQUALS'", "KEY=VALUE"]),
+        (["soak", "app:ok", "-n", "1", "--plot", "p.pdf"], ["--plot", "'p.pdf'", ".svg"]),
+        (["soak", "app:ok", "-n", "1", "--event", "nope.json"], ["--event", "'nope.json'"]),
+        ([], ["COMMAND"]),
+    ],
+)
+def test_usage_errors_exit_2_naming_the_bad_value(write_handler, tmp_path, args, expected):
+    root = write_handler("app", HANDLERS)
+    result = run(*args, cwd=root)
+    assert result.returncode == 2
+    for text in expected:
+        assert text in result.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_cli_and_package_imports_stay_light():
+    code = (
+        "import sys, lambda_conn, lambda_conn.cli\n"
+        "lambda_conn.cli.build_parser()\n"
+        "print(sorted(m for m in ('lambda_conn.local', 'awslambdaric', 'http.server')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

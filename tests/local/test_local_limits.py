@@ -1,0 +1,72 @@
+"""Timeout, memory and crash: the sandbox is killed and reset as Lambda does."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+HANDLERS = """
+    import os, time
+
+    HOG = []
+
+    def sleepy(event, context):
+        time.sleep(5)
+        return "too late"
+
+    def hog(event, context):
+        for _ in range(40):  # 400 MB, written so that the pages are resident
+            HOG.append(b"x" * (10 << 20))
+        time.sleep(5)
+        return len(HOG)
+
+    def die(event, context):
+        os._exit(3)
+
+    def pid(event, context):
+        return os.getpid()
+"""
+
+
+def test_timeout_kills_the_runtime_and_resets_the_environment(write_handler, make_lambda):
+    # GIVEN a handler that sleeps longer than the function timeout
+    write_handler("app", HANDLERS)
+    fn = make_lambda("app.sleepy", timeout_s=1.0)
+    # WHEN it is invoked
+    record = fn.invoke()
+    # THEN the caller sees Lambda's timeout after about a second, not five
+    assert record.outcome == "timeout"
+    assert record.error_type == "Sandbox.Timedout"
+    assert "Task timed out after 1.00 seconds" in (record.error_message or "")
+    assert 1000 <= record.duration_ms < 3000
+    assert record.reset_reason == "timeout" and record.exit_status == -9
+    assert record.sigterm_sent is False  # no extension registered: SIGKILL straight away
+    # AND the next invoke starts a new environment
+    assert fn.invoke().cold_start
+
+
+def test_memory_over_the_size_kills_the_runtime(write_handler, make_lambda):
+    # GIVEN a handler that holds 400 MB with --memory 128
+    write_handler("app", HANDLERS)
+    fn = make_lambda("app.hog", memory_mb=128, timeout_s=10.0)
+    record = fn.invoke()
+    # THEN it is killed well before its sleep ends, as Lambda's OOM kill does
+    assert record.outcome == "memory"
+    assert record.error_type == "Runtime.OutOfMemory"
+    assert "signal: killed" in (record.error_message or "")
+    assert record.duration_ms < 5000
+    assert record.rss_bytes is not None and record.rss_bytes > 128 * 2**20
+    assert record.reset_reason == "memory" and record.exit_status == -9
+    assert fn.shutdowns[-1].reason == "memory" and not fn.shutdowns[-1].sigterm_sent
+
+
+def test_exit_before_the_response_is_a_crash(write_handler, make_lambda):
+    write_handler("app", HANDLERS)
+    fn = make_lambda("app.die")
+    record = fn.invoke()
+    assert record.outcome == "crash"
+    assert record.error_type == "Runtime.ExitError"
+    assert "exit status 3" in (record.error_message or "")
+    assert record.exit_status == 3 and not record.exited_after_response
+    assert fn.invoke().cold_start

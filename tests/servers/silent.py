@@ -1,0 +1,122 @@
+"""A TCP server that accepts connections and never sends a byte.
+
+Why: a MySQL client waits for the server's greeting after connect; a server that accepts
+but never greets is how connect/read timeouts are tested without waiting for the OS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import threading
+import time
+
+from tests.servers._private import ClosingServer
+
+
+class SilentTCPServer(ClosingServer):
+    """Listens on 127.0.0.1:<free port>, accepts, reads and discards, never writes.
+
+    Counts connections like :class:`tests.servers.http.CountingHTTPServer`: one is open
+    from accept until the server reads EOF (or a reset) from the client.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._accepted = 0
+        self._closing = threading.Event()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((host, 0))
+        self._listener.listen(1024)
+        self._listener.setblocking(False)
+        self.host, self.port = self._listener.getsockname()[:2]
+        # Self-pipe so close() wakes the selector immediately.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"SilentTCPServer:{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    @property
+    def accepted(self) -> int:
+        with self._lock:
+            return self._accepted
+
+    def wait_open(self, n: int, timeout: float = 5.0) -> int:
+        """Poll until exactly ``n`` connections are open; returns the last count."""
+        deadline = time.monotonic() + timeout
+        while True:
+            count = self.open_connections
+            if count == n or time.monotonic() >= deadline:
+                return count
+            time.sleep(0.005)
+
+    def _drop(self, conn: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn)
+        conn.close()
+        with self._lock:
+            self._open.discard(conn)
+
+    def _loop(self) -> None:
+        while not self._closing.is_set():
+            for key, _ in self._selector.select(timeout=1.0):
+                sock = key.fileobj
+                if sock is self._wake_r:
+                    continue
+                if sock is self._listener:
+                    try:
+                        conn, _addr = self._listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        continue  # e.g. EMFILE; the client sees a timeout, as intended
+                    conn.setblocking(False)
+                    with self._lock:
+                        self._open.add(conn)
+                        self._accepted += 1
+                    self._selector.register(conn, selectors.EVENT_READ)
+                    continue
+                assert isinstance(sock, socket.socket)
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    self._drop(sock)
+
+    def close(self) -> None:
+        """Stop the thread, close every accepted socket and the listener (idempotent)."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._thread.join(5.0)
+        with self._lock:
+            conns = list(self._open)
+        for conn in conns:
+            self._drop(conn)
+        self._selector.close()
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            sock.close()
+
+    def __repr__(self) -> str:
+        return f"<SilentTCPServer {self.host}:{self.port} open={self.open_connections}>"

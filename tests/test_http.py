@@ -1,0 +1,138 @@
+"""HTTP clients under @managed_connection, counted on a real loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import httpx
+import requests
+import urllib3
+
+from lambda_conn import managed_connection
+from tests.servers.fds import open_fds
+
+
+def test_requests_session_closed(http_server: Any) -> None:
+    kept: list[Any] = []
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        session = requests.Session()
+        kept.append(session)
+        return session.get(http_server.url, timeout=5).status_code
+
+    fds = open_fds()
+    assert handler({}, None) == 200
+    assert http_server.wait_open(0) == 0  # first: the server's own socket counts in open_fds()
+    assert open_fds() == fds
+
+
+def test_requests_responses_kept_alive_do_not_keep_their_sockets(http_server: Any) -> None:
+    kept: list[Any] = []
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        session = requests.Session()
+        kept.append(session.get(http_server.url, timeout=5))  # a Response kept in a cache
+        streamed = session.get(http_server.url, timeout=5, stream=True)  # body never read
+        kept.append(streamed)
+        return streamed.status_code
+
+    fds = open_fds()
+    assert handler({}, None) == 200
+    assert http_server.wait_open(0) == 0
+    assert open_fds() == fds
+
+
+def test_module_level_requests_session_keeps_its_connection(http_server: Any) -> None:
+    session = requests.Session()  # outside any scope: deliberate reuse
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        return session.get(http_server.url, timeout=5).status_code
+
+    try:
+        for _ in range(3):
+            assert handler({}, None) == 200
+        assert http_server.wait_open(1) == 1
+        assert http_server.accepted == 1  # one keep-alive connection served all three
+    finally:
+        session.close()
+
+
+def test_urllib3_pool_manager_and_pool_closed(http_server: Any) -> None:
+    @managed_connection
+    def handler(event: object, context: object) -> tuple[int, int]:
+        manager = urllib3.PoolManager()
+        pool = urllib3.HTTPConnectionPool("127.0.0.1", http_server.port)
+        return manager.request("GET", http_server.url).status, pool.request("GET", "/").status
+
+    fds = open_fds()
+    assert handler({}, None) == (200, 200)
+    assert http_server.wait_open(0) == 0  # first: the server's own socket counts in open_fds()
+    assert open_fds() == fds
+
+
+def test_module_level_pool_manager_keeps_its_pools(http_server: Any) -> None:
+    manager = urllib3.PoolManager()
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        return manager.request("GET", http_server.url).status
+
+    try:
+        assert handler({}, None) == 200
+        assert handler({}, None) == 200  # a swept pool would raise ClosedPoolError here
+        assert http_server.accepted == 1
+    finally:
+        manager.clear()
+
+
+def test_httpx_client_closed(http_server: Any) -> None:
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        client = httpx.Client()
+        return client.get(http_server.url).status_code
+
+    fds = open_fds()
+    assert handler({}, None) == 200
+    assert http_server.wait_open(0) == 0  # first: the server's own socket counts in open_fds()
+    assert open_fds() == fds
+
+
+def test_async_handler_with_httpx_async_client(http_server: Any) -> None:
+    clients: list[httpx.AsyncClient] = []
+
+    @managed_connection
+    async def handler(event: object, context: object) -> int:
+        client = httpx.AsyncClient()
+        clients.append(client)
+        response = await client.get(http_server.url)
+        return response.status_code
+
+    assert inspect.iscoroutinefunction(handler)
+    fds = open_fds()
+    assert asyncio.run(handler({}, None)) == 200
+    assert clients[0].is_closed
+    assert http_server.wait_open(0) == 0  # first: the server's own socket counts in open_fds()
+    assert open_fds() == fds
+
+
+def test_async_handler_that_raises_closes_its_async_client(http_server: Any) -> None:
+    @managed_connection
+    async def handler(event: object, context: object) -> None:
+        client = httpx.AsyncClient()
+        await client.get(http_server.url)
+        raise ValueError("after the request")
+
+    fds = open_fds()
+    try:
+        asyncio.run(handler({}, None))
+    except ValueError as exc:
+        assert str(exc) == "after the request"
+    else:
+        raise AssertionError("the handler's exception was lost")
+    assert http_server.wait_open(0) == 0  # first: the server's own socket counts in open_fds()
+    assert open_fds() == fds

@@ -1,0 +1,147 @@
+"""Deliberate reuse across invocations: validated after a thaw, never swept, closed at exit."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pymysql
+import pytest
+
+import lambda_conn
+from lambda_conn import ConfigurationError, ReusedConnection, managed_connection, reused_connection
+
+
+def session_id(conn: Any) -> int:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        return int(cursor.fetchone()[0])
+
+
+def test_reused_connection_is_not_swept_and_is_the_same_session(mariadb: Any) -> None:
+    db = reused_connection(lambda: pymysql.connect(**mariadb.connect_kwargs()))
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        return session_id(db())
+
+    try:
+        first = handler({}, None)
+        assert handler({}, None) == first
+        assert db.reconnects == 0
+    finally:
+        db.close()
+
+
+def test_survives_a_server_side_kill_between_invocations(mariadb: Any) -> None:
+    db = reused_connection(lambda: pymysql.connect(**mariadb.connect_kwargs()))
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        return session_id(db())
+
+    try:
+        first = handler({}, None)
+        mariadb.kill(first)  # e.g. a proxy or the server closed it while we were frozen
+        time.sleep(0.1)
+        second = handler({}, None)  # no error reaches the handler
+        assert second != first
+        assert db.reconnects == 1
+        assert [s["id"] for s in mariadb.client_sessions()].count(second) == 1
+    finally:
+        db.close()
+
+
+def test_survives_wait_timeout_expiry(make_mariadb: Any) -> None:
+    server = make_mariadb(wait_timeout=1)
+    db = reused_connection(lambda: pymysql.connect(**server.connect_kwargs()))
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        return session_id(db())
+
+    first = handler({}, None)
+    time.sleep(2.5)  # the server closes the idle session
+    assert server.wait_for_sessions(0) == 0
+    second = handler({}, None)
+    assert second != first
+    db.close()
+
+
+def test_validated_once_per_invocation(mariadb: Any) -> None:
+    calls: list[int] = []
+
+    def validate(conn: Any) -> bool:
+        calls.append(1)
+        return bool(conn.open)
+
+    db = ReusedConnection(lambda: pymysql.connect(**mariadb.connect_kwargs()), validate=validate)
+
+    @managed_connection
+    def handler(event: object, context: object) -> None:
+        for _ in range(5):
+            db()
+
+    try:
+        handler({}, None)  # connects: nothing to validate
+        handler({}, None)
+        assert len(calls) == 1
+    finally:
+        db.close()
+
+
+def test_max_age_replaces_an_old_connection(mariadb: Any) -> None:
+    now = [1000.0]
+    before = len(mariadb.client_sessions())
+    db = ReusedConnection(
+        lambda: pymysql.connect(**mariadb.connect_kwargs()), max_age=60, clock=lambda: now[0]
+    )
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        return session_id(db())
+
+    try:
+        first = handler({}, None)
+        now[0] += 30
+        assert handler({}, None) == first
+        now[0] += 31
+        assert handler({}, None) != first
+        assert mariadb.wait_for_sessions(before + 1) == before + 1  # old one closed
+    finally:
+        db.close()
+
+
+def test_close_reused_connections_closes_on_the_server(mariadb: Any) -> None:
+    before = len(mariadb.client_sessions())
+    db = reused_connection(lambda: pymysql.connect(**mariadb.connect_kwargs()))
+    db()
+    assert mariadb.wait_for_sessions(before + 1) == before + 1
+    assert lambda_conn.close_reused_connections() >= 1
+    assert mariadb.wait_for_sessions(before) == before
+    assert "not connected" in repr(db)
+
+
+def test_decorator_form_and_repr_hide_credentials(mariadb: Any) -> None:
+    kwargs = mariadb.connect_kwargs()
+
+    @reused_connection(max_age=900)
+    def database() -> Any:
+        return pymysql.connect(**kwargs)
+
+    try:
+        database()
+        text = repr(database)
+        assert "database" in text and "connected" in text
+        assert kwargs["password"] not in text
+    finally:
+        database.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "setting"),
+    [({"max_age": 0}, "max_age"), ({"max_age": "1h"}, "max_age"), ({"validate": 3}, "validate")],
+)
+def test_bad_options(options: dict[str, Any], setting: str) -> None:
+    with pytest.raises(ConfigurationError, match=setting):
+        ReusedConnection(lambda: None, **options)

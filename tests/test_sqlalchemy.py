@@ -1,0 +1,160 @@
+"""SQLAlchemy 2.x: per-invocation Engines, module-level pools, Connections and Sessions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool, QueuePool
+
+from lambda_conn import managed_connection
+from tests.servers.fds import open_fds
+
+
+@pytest.mark.parametrize("poolclass", [QueuePool, NullPool])
+def test_engine_per_invocation_is_disposed(mariadb: Any, poolclass: type) -> None:
+    before = len(mariadb.client_sessions())
+    engines: list[Any] = []
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        engine = sa.create_engine(mariadb.url(), poolclass=poolclass)
+        engines.append(engine)  # kept alive: only disposal closes its pool
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT 1")).scalar_one())
+
+    fds = open_fds()
+    for _ in range(5):
+        assert handler({}, None) == 1
+        assert open_fds() == fds
+    assert mariadb.wait_for_sessions(before) == before
+
+
+def test_connection_checked_out_and_never_returned_is_closed(mariadb: Any) -> None:
+    before = len(mariadb.client_sessions())
+    kept: list[Any] = []
+
+    @managed_connection
+    def handler(event: object, context: object) -> None:
+        engine = sa.create_engine(mariadb.url())
+        raw = engine.raw_connection()  # checked out of the pool, never returned
+        kept.append(raw)
+        conn = engine.connect()  # and a Connection never closed
+        conn.execute(sa.text("SELECT 1"))
+        kept.append(conn)
+
+    fds = open_fds()
+    handler({}, None)
+    assert open_fds() == fds
+    assert mariadb.wait_for_sessions(before) == before
+
+
+def test_module_level_engine_keeps_its_pool_across_invocations(mariadb: Any) -> None:
+    engine = sa.create_engine(mariadb.url())  # created outside any scope: deliberate reuse
+    before = len(mariadb.client_sessions())
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT CONNECTION_ID()")).scalar_one())
+
+    try:
+        first = handler({}, None)
+        second = handler({}, None)
+        assert first == second  # the same pooled session served both invocations
+        assert mariadb.wait_for_sessions(before + 1) == before + 1
+    finally:
+        engine.dispose()
+
+
+def test_module_level_engine_connection_left_open_is_closed_not_returned(mariadb: Any) -> None:
+    engine = sa.create_engine(mariadb.url())
+    before = len(mariadb.client_sessions())
+    leaked: list[Any] = []
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        conn = engine.connect()  # never closed by the handler
+        leaked.append(conn)
+        conn.execute(sa.text("SET @request_state = 'dirty'"))
+        return int(conn.execute(sa.text("SELECT CONNECTION_ID()")).scalar_one())
+
+    try:
+        first = handler({}, None)
+        assert leaked[0].closed
+        assert engine.pool.checkedout() == 0
+        second = handler({}, None)
+        assert first != second  # the dirty session was closed, not handed back
+        assert mariadb.wait_for_sessions(before) == before
+    finally:
+        engine.dispose()
+
+
+def test_session_left_open_is_closed(mariadb: Any) -> None:
+    before = len(mariadb.client_sessions())
+    sessions: list[Session] = []
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        engine = sa.create_engine(mariadb.url())
+        session = Session(engine)
+        sessions.append(session)
+        return int(session.execute(sa.text("SELECT 1")).scalar_one())
+
+    fds = open_fds()
+    assert handler({}, None) == 1
+    assert open_fds() == fds
+    assert not sessions[0].in_transaction()
+    assert mariadb.wait_for_sessions(before) == before
+
+
+def test_engine_of_a_failed_invocation_is_disposed(mariadb: Any) -> None:
+    before = len(mariadb.client_sessions())
+
+    @managed_connection
+    def handler(event: object, context: object) -> None:
+        engine = sa.create_engine(mariadb.url())
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT no_such_column FROM no_such_table"))
+
+    fds = open_fds()
+    with pytest.raises(sa.exc.ProgrammingError):
+        handler({}, None)
+    assert open_fds() == fds
+    assert mariadb.wait_for_sessions(before) == before
+
+
+def test_engine_per_invocation_over_a_module_level_pool_keeps_the_pool(mariadb: Any) -> None:
+    from sqlalchemy.pool import QueuePool as Pool
+
+    shared = Pool(lambda: __import__("pymysql").connect(**mariadb.connect_kwargs()))
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        engine = sa.create_engine("mysql+pymysql://", pool=shared)  # per call, shared pool
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT CONNECTION_ID()")).scalar_one())
+
+    try:
+        ids = {handler({}, None) for _ in range(4)}
+        assert len(ids) == 1  # the pooled session served every invocation
+        assert len(shared.dispatch.checkout) == 0  # no listener left behind per Engine
+    finally:
+        shared.dispose()
+
+
+def test_clients_without_sqlalchemy_still_close_raw_pymysql_under_an_engine(
+    mariadb: Any,
+) -> None:
+    before = len(mariadb.client_sessions())
+
+    @managed_connection(clients=["pymysql"])
+    def handler(event: object, context: object) -> None:
+        engine = sa.create_engine(mariadb.url(), poolclass=QueuePool)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    handler({}, None)
+    assert mariadb.wait_for_sessions(before) == before

@@ -1,0 +1,110 @@
+"""The README's story, for real: 1,500 invocations in a process limited to 1,024 descriptors.
+
+Without the decorator each leaky handler must fail (EMFILE or too many connections): that
+proves the test can fail. With it, all 1,500 succeed, the descriptor count is back at its
+baseline after every invocation, and the server sees no session left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+RUNNER = Path(__file__).parent / "story" / "run_story.py"
+INVOCATIONS = 1500
+LEAKY = ["pymysql_atexit", "mysql_and_http_cached", "sqlalchemy_engine_per_call"]
+
+
+def run_story(
+    handler: str, mode: str, mariadb: Any, http_server: Any, check_server: Any = None
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "STORY_DB": json.dumps(mariadb.connect_kwargs()),
+        "STORY_HTTP": http_server.url,
+        "STORY_SA_URL": mariadb.url(ssl_disabled="true"),  # no 30 ms TLS context per connect
+    }
+    # stderr goes to a file: the leaky handlers' atexit "cleanups" print 1,500 tracebacks at
+    # exit, enough to fill a pipe nobody reads.
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, str(RUNNER), handler, str(INVOCATIONS), mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=env,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            line = proc.stdout.readline()
+            if not line:
+                errors.seek(0)
+                raise AssertionError(f"no summary from the runner: {errors.read()[-2000:]}")
+            summary: dict[str, Any] = json.loads(line)
+            if check_server is not None:
+                check_server(summary)  # while the child still holds whatever it holds
+        finally:
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return summary
+
+
+def _failed_for_lack_of_resources(failure: dict[str, Any]) -> bool:
+    message = failure["message"]
+    return (
+        "Too many open files" in message or "1040" in message or "Too many connections" in message
+    )
+
+
+@pytest.mark.parametrize("handler", LEAKY)
+def test_without_the_decorator_the_leaky_handler_fails(
+    handler: str, mariadb: Any, http_server: Any
+) -> None:
+    summary = run_story(handler, "bare", mariadb, http_server)
+    failure = summary.get("failure")
+    assert failure is not None, f"{handler} never failed: {summary}"
+    assert _failed_for_lack_of_resources(failure), failure
+    assert failure["invocation"] < INVOCATIONS
+
+
+@pytest.mark.parametrize("handler", LEAKY)
+def test_with_the_decorator_every_invocation_succeeds_and_nothing_stays_open(
+    handler: str, mariadb: Any, http_server: Any
+) -> None:
+    sessions_before = mariadb.threads_connected()
+
+    def server_side(summary: dict[str, Any]) -> None:
+        assert mariadb.wait_threads_connected(sessions_before) == sessions_before
+        assert http_server.wait_open(0) == 0
+
+    summary = run_story(handler, "decorated", mariadb, http_server, server_side)
+    assert summary.get("failure") is None, summary
+    assert summary["succeeded"] == INVOCATIONS
+    assert summary["max_fd_delta"] == 0, summary
+
+
+def test_with_the_decorator_a_raising_handler_leaks_nothing(mariadb: Any, http_server: Any) -> None:
+    sessions_before = mariadb.threads_connected()
+
+    def server_side(summary: dict[str, Any]) -> None:
+        assert mariadb.wait_threads_connected(sessions_before) == sessions_before
+        assert http_server.wait_open(0) == 0
+
+    summary = run_story("raising_after_connect", "decorated", mariadb, http_server, server_side)
+    assert summary.get("failure") is None, summary
+    assert summary["raised"] == INVOCATIONS  # the caller saw the handler's own exception
+    assert summary["max_fd_delta"] == 0, summary

@@ -1,0 +1,78 @@
+"""Automatic tracking works whatever the import order, and costs nothing for unused clients."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+
+SCRIPT = """
+import json, sys
+{imports}
+kept = []
+
+@managed_connection
+def handler(event, context):
+    import pymysql
+    conn = pymysql.connect(**json.loads(sys.argv[1]))
+    kept.append(conn)
+    return conn.open
+
+assert handler({{}}, None)
+print(json.dumps({{"open_after": kept[0].open, "wrapt": "wrapt" in sys.modules}}))
+"""
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import pymysql\nfrom lambda_conn import managed_connection",  # client first
+        "from lambda_conn import managed_connection",  # client imported inside the handler
+    ],
+    ids=["client-imported-before", "client-imported-after"],
+)
+def test_tracking_whatever_the_import_order(mariadb: Any, imports: str) -> None:
+    code = textwrap.dedent(SCRIPT.format(imports=imports))
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(mariadb.connect_kwargs())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result == {"open_after": False, "wrapt": True}
+
+
+def test_unused_clients_are_never_imported() -> None:
+    code = (
+        "import sys\n"
+        "from lambda_conn import managed_connection\n"
+        "@managed_connection\n"
+        "def handler(event, context):\n"
+        "    return 1\n"
+        "handler({}, None)\n"
+        "print(sorted(m for m in ('pymysql', 'sqlalchemy', 'requests', 'httpx', 'urllib3', "
+        "'wrapt', 'asyncio') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_module_loader_is_the_real_one_after_hooking() -> None:
+    code = (
+        "from lambda_conn import managed_connection\n"
+        "managed_connection(lambda e, c: None)\n"
+        "import pymysql, sqlalchemy\n"
+        "print(type(pymysql.__loader__).__name__, type(pymysql.__spec__.loader).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["SourceFileLoader", "SourceFileLoader"]
