@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from typing import Any
 
 import pymysql
@@ -23,11 +24,17 @@ def test_untracked_socket_and_file_are_reported_with_their_remote(
     http_server: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     kept: list[Any] = []
+    accepted_before = http_server.accepted
 
     @managed_connection(audit_descriptors=True)
     def handler(event: object, context: object) -> str:
         sock = socket.create_connection(("127.0.0.1", http_server.port))  # no client we track
         kept.append(sock)
+        # The server's accept runs on its own thread: wait for it, or its end of the
+        # connection may open only after the audit has looked.
+        deadline = time.monotonic() + 5.0
+        while http_server.accepted == accepted_before and time.monotonic() < deadline:
+            time.sleep(0.002)
         kept.append(open(tmp_path / "cache.bin", "wb"))  # noqa: SIM115 - the leak under test
         return "ok"
 
