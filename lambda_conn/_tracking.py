@@ -75,8 +75,6 @@ def _apply(name: str, module: ModuleType) -> None:
         log_event(30, "tracking_unavailable", module=name, error=repr(exc))
 
 
-
-
 class _PostImportFinder:
     """Finds nothing itself: wraps the real loader of the modules we patch."""
 
