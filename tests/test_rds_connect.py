@@ -24,6 +24,7 @@ from lambda_conn._rds.deadline import Timeouts
 from lambda_conn._rds.retry import Retry
 from tests.servers import MariaDBNotInstalled, MariaDBServer, SilentTCPServer
 from tests.servers.mariadb import generate_tls_files
+from tests.servers.silent import StallingRelay
 
 
 class FakeContext:
@@ -247,9 +248,29 @@ def test_a_server_that_never_greets_cannot_hold_the_invocation(
     # THEN the connect ends at the deadline (1.5 s - 0.5 s margin), not at Lambda's timeout
     assert info.value.reason == "deadline"
     assert info.value.args[0] == 2013  # lost (timed out) during the handshake
-    assert elapsed < 10
+    assert elapsed < 1.5  # within the invocation's remaining time
     assert silent_server.accepted >= 1
     assert silent_server.wait_open(0) == 0  # every attempt's socket was closed
+
+
+def test_a_server_that_greets_late_and_stalls_cannot_hold_the_invocation(
+    mariadb: MariaDBServer,
+) -> None:
+    # GIVEN a peer that greets just before the deadline, then never answers the login
+    # (each socket operation alone stays inside its timeout), and 1.5 s left
+    with StallingRelay((mariadb.host, mariadb.port), greet_after=0.8) as relay:
+        rds = RDSConnector(relay.host, port=relay.port, user=mariadb.user, password="pw", tls=False)
+        started = time.monotonic()
+        # WHEN connecting
+        with pytest.raises(ConnectError) as info:
+            rds.connect(FakeContext(1500))
+        elapsed = time.monotonic() - started
+        # THEN the login as a whole ends at the deadline (1.0 s), not one timeout later
+        assert info.value.reason == "deadline"
+        assert info.value.args[0] == 2013
+        assert "did not finish within" in str(info.value)
+        assert elapsed < 1.4
+        assert relay.wait_open(0) == 0  # the cut-off socket was closed
 
 
 def test_the_handshake_is_bounded_without_a_deadline(silent_server: SilentTCPServer) -> None:

@@ -443,3 +443,30 @@ print(json.dumps([before, after_password]))
     before, botocore_loaded = json.loads(out)
     assert before == []
     assert botocore_loaded is False
+
+
+def test_watchdog_runs_what_is_not_disarmed_and_retries_what_is_not_ready() -> None:
+    import threading
+
+    from lambda_conn._rds.watchdog import Watchdog
+
+    dog = Watchdog()
+    # A disarmed action never runs, and disarm says it was in time.
+    ran: list[str] = []
+    handle = dog.arm(0.05, lambda: ran.append("disarmed") is None)
+    assert dog.disarm(handle) is True
+    # An action that is not ready (no socket yet) is called again until it is done.
+    calls: list[int] = []
+    done = threading.Event()
+
+    def not_ready_twice() -> bool:
+        calls.append(1)
+        if len(calls) < 3:
+            return False
+        done.set()
+        return True
+
+    late = dog.arm(0.0, not_ready_twice)
+    assert done.wait(5.0)
+    assert dog.disarm(late) is False  # it ran: the attempt was cut off
+    assert len(calls) == 3 and ran == []

@@ -15,7 +15,9 @@ ends in an error the handler can report instead of a Lambda timeout.
 
 from __future__ import annotations
 
+import functools
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,7 @@ from lambda_conn._rds.deadline import (
 from lambda_conn._rds.iam import IAMTokenProvider
 from lambda_conn._rds.retry import Retry, error_code, is_retryable
 from lambda_conn._rds.secret import MASK, Secret, redact
+from lambda_conn._rds.watchdog import WATCHDOG
 from lambda_conn._reuse import ReusedConnection
 
 if TYPE_CHECKING:
@@ -317,7 +320,18 @@ class RDSConnector:
             defer_connect=True,
             **self._options,
         )
-        conn.connect()
+        # Per-operation timeouts alone let a server that answers each step just in time
+        # hold the login for several of them: the watchdog cuts it off as a whole.
+        handle = WATCHDOG.arm(limits.connect, functools.partial(_cut_off, conn))
+        try:
+            conn.connect()
+        except Exception as exc:
+            if not WATCHDOG.disarm(handle):
+                raise _login_cut_off(self.host, self.port, limits.connect) from exc
+            raise
+        if not WATCHDOG.disarm(handle):  # cut off as it finished: the socket is gone
+            conn._force_close()
+            raise _login_cut_off(self.host, self.port, limits.connect)
         self.apply_timeouts(conn, budget)
         return conn
 
@@ -430,6 +444,28 @@ class ReusedRDSConnection(ReusedConnection[Any]):
         return conn
 
     __call__ = get
+
+
+def _cut_off(conn: Any) -> bool:
+    """Shut down the socket of a login that ran out of time (False: no socket yet)."""
+    for _ in range(2):  # the TLS wrap swaps conn._sock under us: look twice
+        sock = conn._sock
+        if sock is None:
+            return False
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+            return True
+        except OSError:
+            continue
+    return True  # closed already: nothing left to cut
+
+
+def _login_cut_off(host: str, port: int, limit: float) -> pymysql.err.OperationalError:
+    return pymysql.err.OperationalError(
+        2013,  # CR_SERVER_LOST, as PyMySQL reports a handshake that timed out
+        f"login to {host}:{port} did not finish within {limit * 1000:.0f} ms "
+        "(the connect timeout, cut to the invocation's deadline)",
+    )
 
 
 def _iam_provider(

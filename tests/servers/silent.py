@@ -120,3 +120,71 @@ class SilentTCPServer(ClosingServer):
 
     def __repr__(self) -> str:
         return f"<SilentTCPServer {self.host}:{self.port} open={self.open_connections}>"
+
+
+class StallingRelay(ClosingServer):
+    """Relays a real server's greeting after ``greet_after`` seconds, then never answers.
+
+    Why: a login can be held past its time by a peer that answers each step just before
+    the socket timeout; only a bound on the login as a whole ends it on time. The client
+    side's sockets are counted open until the relay reads EOF from them.
+    """
+
+    def __init__(self, target: tuple[str, int], greet_after: float) -> None:
+        self._target = target
+        self._greet_after = greet_after
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._closing = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def wait_open(self, n: int, timeout: float = 5.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.open_connections != n and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.open_connections
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            with self._lock:
+                self._open.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with socket.create_connection(self._target, timeout=5) as upstream:
+                greeting = upstream.recv(65536)
+                if self._closing.wait(self._greet_after):
+                    return
+                conn.sendall(greeting)
+                conn.settimeout(0.1)
+                while not self._closing.is_set():  # swallow the login, answer nothing
+                    try:
+                        if not conn.recv(65536):
+                            return
+                    except TimeoutError:
+                        continue
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self._open.discard(conn)
+            conn.close()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(5.0)
+        self._listener.close()

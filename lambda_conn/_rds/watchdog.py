@@ -1,0 +1,98 @@
+"""One thread that cuts off a login attempt that outlives its time.
+
+Why: PyMySQL's timeouts apply to each socket operation, not to the login as a whole, so a
+server (or a proxy in front of it) that answers each step just before the timeout can
+hold a connect for several timeouts, past the invocation's end. Shutting the socket down
+at the attempt's end wakes whatever read, write or TLS handshake is blocked on it, so an
+attempt ends on time whatever the server does. One thread for the process, started at the
+first connect, rather than a ``threading.Timer`` per connect (a thread start per
+invocation); like every thread it is frozen with the environment between invocations,
+which is harmless since no attempt is pending then.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable
+
+#: An action returns True when it is done, False to be called again a moment later (the
+#: socket it must shut down does not exist yet).
+Action = Callable[[], bool]
+
+_RETRY_AFTER = 0.005
+
+
+class Watchdog:
+    """Runs each armed action at its time unless it is disarmed first."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Action]] = []
+        self._pending: set[int] = set()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, action: Action) -> int:
+        """Run ``action`` ``seconds`` from now; returns a handle for :meth:`disarm`."""
+        with self._cond:
+            ident = next(self._ids)
+            heapq.heappush(self._heap, (self._clock() + seconds, ident, action))
+            self._pending.add(ident)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="lambda_conn-connect-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][1] == ident:  # earlier than what the thread waits for
+                self._cond.notify()
+        return ident
+
+    def disarm(self, ident: int) -> bool:
+        """Cancel an action; False if it already ran (the attempt was cut off)."""
+        with self._cond:
+            if ident not in self._pending:
+                return False
+            self._pending.discard(ident)
+            return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][1] not in self._pending:
+                        heapq.heappop(self._heap)  # disarmed: drop it
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    delay = self._heap[0][0] - self._clock()
+                    if delay > 0:
+                        self._cond.wait(delay)
+                        continue
+                    _, ident, action = heapq.heappop(self._heap)
+                    # Under the lock, so that disarm() cannot report "not fired" for an
+                    # attempt whose socket was just shut down.
+                    try:
+                        done = action()
+                    except Exception:
+                        done = True
+                    if done:
+                        self._pending.discard(ident)
+                    else:
+                        at = self._clock() + _RETRY_AFTER
+                        heapq.heappush(self._heap, (at, ident, action))
+
+    def _after_fork(self) -> None:
+        # The thread did not survive the fork (multi-concurrent mode forks workers).
+        self._cond = threading.Condition(threading.Lock())
+        self._heap = []
+        self._pending = set()
+        self._thread = None
+
+
+WATCHDOG = Watchdog()
+os.register_at_fork(after_in_child=WATCHDOG._after_fork)
