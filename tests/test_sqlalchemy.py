@@ -51,11 +51,15 @@ def test_connection_checked_out_and_never_returned_is_closed(mariadb: Any) -> No
     assert mariadb.wait_for_sessions(before) == before
 
 
-def test_module_level_engine_keeps_its_pool_across_invocations(mariadb: Any) -> None:
+@pytest.mark.parametrize("clients", ["all", ["pymysql"]])
+def test_module_level_engine_keeps_its_pool_across_invocations(
+    mariadb: Any, clients: Any
+) -> None:
+    # Also when the scope tracks only the driver: the pool's connections are the pool's.
     engine = sa.create_engine(mariadb.url())  # created outside any scope: deliberate reuse
     before = len(mariadb.client_sessions())
 
-    @managed_connection
+    @managed_connection(clients=clients)
     def handler(event: object, context: object) -> int:
         with engine.connect() as conn:
             return int(conn.execute(sa.text("SELECT CONNECTION_ID()")).scalar_one())
@@ -63,6 +67,7 @@ def test_module_level_engine_keeps_its_pool_across_invocations(mariadb: Any) -> 
     try:
         first = handler({}, None)
         second = handler({}, None)
+        assert handler({}, None) == first
         assert first == second  # the same pooled session served both invocations
         assert mariadb.wait_for_sessions(before + 1) == before + 1
     finally:

@@ -122,9 +122,21 @@ def _mark_pool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
 
 
 def _pool_made_connection(dbapi_conn: Any, record: Any) -> None:
+    """A pool made a DBAPI connection: it belongs to the pool, not to the scope.
+
+    Except where the pool itself was built in this scope and the scope does not track
+    SQLAlchemy (``clients=["pymysql"]``): nothing would dispose that pool, so the driver's
+    own tracking closes its connections. A module-level Engine's pool keeps them, whatever
+    the scope tracks: closing them would break the next invocation's checkout.
+    """
     scope = _current.get()
-    if scope is not None and scope.tracks("sqlalchemy"):
-        scope.forget(dbapi_conn)  # the pool owns it now, and the scope tracks the pool
+    if scope is None:
+        return
+    if not scope.tracks("sqlalchemy"):
+        pool = getattr(record, "_ConnectionRecord__pool", None)
+        if pool is not None and pool.__dict__.get(_POOL_SCOPE) == id(scope):
+            return
+    scope.forget(dbapi_conn)
 
 
 def patch_engine(sqlalchemy: ModuleType) -> None:
