@@ -355,6 +355,10 @@ def bench_connect(target: Target, repeat: int, run: Run) -> None:
             run.skipped.append(f"{name}: failed on this target ({type(exc).__name__})")
             continue
         working.append((name, case))
+    if not working:
+        raise SystemExit(
+            f"no connect case worked on {target.label}: " + "; ".join(run.skipped)
+        )
     # Interleaved rounds, one call of each case per round: a machine that slows down or
     # speeds up during the run (other work, frequency scaling) shifts every case alike.
     samples: dict[str, list[float]] = {name: [] for name, _ in working}
@@ -624,6 +628,13 @@ def bench_soak(target: Target, n: int, run: Run) -> None:
                 "peak_fds": summary.peak_fds,
             }
         )
+        if summary.failed:
+            print(
+                f"WARNING: soak {handler}: {summary.failed} of {summary.invocations} "
+                f"invocations failed ({summary.failures_by_type}); its throughput counts them",
+                file=sys.stderr,
+                flush=True,
+            )
     notes = [
         "Median and p99 are invocation durations as the local runtime measures them "
         "(warm invocations); throughput counts every invocation, cold start included:",
@@ -635,6 +646,13 @@ def bench_soak(target: Target, n: int, run: Run) -> None:
         f"| {s['handler']} | {s['invocations_per_s']:.0f} | {s['failed']} | {s['peak_fds']} |"
         for s in run.soak
     ]
+    failed = [s for s in run.soak if s["failed"]]
+    if failed:
+        notes.append(
+            "\nWARNING: invocations failed in "
+            + ", ".join(f"{s['handler']} ({s['failed']})" for s in failed)
+            + ": those rows do not measure a working handler."
+        )
     if not target.sessions_closed():
         notes.append("\nWARNING: sessions were left open on the server after the soak.")
     run.add(Section(f"{SOAK_TITLE}, {n} invocations each", "ms", rows, notes))
@@ -683,16 +701,22 @@ def summary(run: Run) -> list[str]:
             + ", ".join(f"{n.split(':')[0]} {v:.1f} us" for n, v in first_rows.items())
             + "."
         )
-    imp = median_of(run, IMPORT_TITLE, "import lambda_conn")
-    if imp:
+    imports = run.section(IMPORT_TITLE)
+    own = dict(imports.rows).get("import lambda_conn") if imports else None
+    if own:
         lines.append(
-            f"- `import lambda_conn`: {imp:.1f} ms (median of 7): it imports nothing of the "
+            f"- `import lambda_conn`: {min(own):.1f} ms (minimum of {len(own)}; median "
+            f"{statistics.median(own):.1f} ms; target 25 ms): it imports nothing of the "
             "RDS layer, PyMySQL or botocore."
         )
     if run.soak:
         lines.append(
             "- Soak throughput: "
-            + "; ".join(f"{s['handler']}: {s['invocations_per_s']:.0f}/s" for s in run.soak)
+            + "; ".join(
+                f"{s['handler']}: {s['invocations_per_s']:.0f}/s"
+                + (f" ({s['failed']} FAILED)" if s["failed"] else "")
+                for s in run.soak
+            )
             + "."
         )
     return lines
