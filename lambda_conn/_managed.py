@@ -230,15 +230,18 @@ class Closing(Generic[C]):
         return f"<lambda_conn closing {type(self.obj).__qualname__}>"
 
     def __enter__(self) -> C:
+        # Refused here, not in __exit__, where the error would replace the body's own.
+        if kind_of(self.obj).close is None:
+            raise TypeError(
+                f"{type(self.obj).__qualname__} closes asynchronously: use "
+                "`async with managed_connection(client)`"
+            )
         return self.obj
 
     def __exit__(self, *exc_info: object) -> None:
         kind = kind_of(self.obj)
         if kind.close is None:
-            raise TypeError(
-                f"{type(self.obj).__qualname__} closes asynchronously: use "
-                "`async with managed_connection(client)`"
-            )
+            return  # refused by __enter__
         try:
             kind.close(self.obj)
         except Exception as exc:  # never replaces the body's result or exception
@@ -312,6 +315,7 @@ def managed_connection(
             f"managed_connection() takes its options as keywords, got {shown!r}: did you "
             f"mean managed_connection(clients={shown!r})?"
         )
+    _tracking.install()  # the clients' own close rules, before anything looks a kind up
     if callable(target) and not is_registered_kind(target):
         return options(target)  # a handler, even a handler object that has close()
     if is_closeable(target):

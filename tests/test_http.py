@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import httpx
+import pytest
 import requests
 import urllib3
 
@@ -136,3 +137,24 @@ def test_async_handler_that_raises_closes_its_async_client(http_server: Any) -> 
         raise AssertionError("the handler's exception was lost")
     assert http_server.wait_open(0) == 0  # first: the server's own socket counts in open_fds()
     assert open_fds() == fds
+
+
+def test_with_one_client_closes_it_and_an_async_client_needs_async_with(http_server: Any) -> None:
+    client = httpx.Client()
+    with managed_connection(client) as same:
+        assert same.get(http_server.url).status_code == 200
+    assert client.is_closed
+    assert http_server.wait_open(0) == 0
+
+    aclient = httpx.AsyncClient()
+    # Refused on entry, so it can never replace an exception raised in the body.
+    with pytest.raises(TypeError, match="async with"), managed_connection(aclient):
+        pass
+
+    async def main() -> None:
+        async with managed_connection(aclient) as same:
+            assert (await same.get(http_server.url)).status_code == 200
+
+    asyncio.run(main())
+    assert aclient.is_closed
+    assert http_server.wait_open(0) == 0

@@ -76,3 +76,32 @@ def test_module_loader_is_the_real_one_after_hooking() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == ["SourceFileLoader", "SourceFileLoader"]
+
+
+def test_closing_a_real_connection_twice_before_any_decorator_is_quiet(mariadb: Any) -> None:
+    # A fresh interpreter: no decorator has run, so nothing else has installed the
+    # PyMySQL close rule (whose second close() would raise "Already closed").
+    code = textwrap.dedent(
+        """
+        import json, logging, sys
+        import pymysql
+        import lambda_conn
+        from lambda_conn import managed_connection
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        conn = pymysql.connect(**json.loads(sys.argv[1]))
+        with managed_connection(conn) as same:
+            same.query("SELECT 1")
+        with managed_connection(conn):
+            pass
+        print(json.dumps({"open": conn.open, "close_errors": lambda_conn.stats()["close_errors"]}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(mariadb.connect_kwargs())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"open": False, "close_errors": 0}
+    assert "close_failed" not in out.stderr
