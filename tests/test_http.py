@@ -148,8 +148,10 @@ def test_with_one_client_closes_it_and_an_async_client_needs_async_with(http_ser
 
     aclient = httpx.AsyncClient()
     # Refused on entry, so it can never replace an exception raised in the body.
+    body_ran = []
     with pytest.raises(TypeError, match="async with"), managed_connection(aclient):
-        pass
+        body_ran.append(True)
+    assert body_ran == []
 
     async def main() -> None:
         async with managed_connection(aclient) as same:
