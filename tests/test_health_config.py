@@ -72,7 +72,9 @@ def test_fd_limit_accepts_a_count_or_a_share_of_the_soft_limit(text: str, expect
     assert config({"FD_HEALTH_LIMIT": text}).fd_limit.value == expected
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1", "150%", "0", "0%", "1025", "5.5", "%", "x%", "50%%"])
+@pytest.mark.parametrize(
+    "bad", ["abc", "-1", "150%", "0", "0%", "1025", "5.5", "%", "x%", "50%%", "²", "50²%", "٥١٢"]
+)
 def test_bad_fd_limit_names_variable_value_and_forms(bad: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         config({"FD_HEALTH_LIMIT": bad})
@@ -99,7 +101,8 @@ def test_memory_limit_accepts_sizes_and_shares_of_function_memory(text: str, exp
 
 
 @pytest.mark.parametrize(
-    "bad", ["abc", "-1", "150%", "0", "0MB", "900", "900TB", "900 bytes", "MB", "200MB", "1GB"]
+    "bad",
+    ["abc", "-1", "150%", "0", "0MB", "900", "900TB", "900 bytes", "MB", "200MB", "1GB", "²MB"],
 )
 def test_bad_memory_limit_names_variable_value_and_forms(bad: str) -> None:
     # 128 MB function: 200MB and 1GB could never be reached before the memory kill.
@@ -124,6 +127,9 @@ def test_memory_share_without_function_memory_stays_unresolved() -> None:
         ("HEALTH_MAX_INVOCATIONS", "-1"),
         ("HEALTH_MAX_INVOCATIONS", "abc"),
         ("HEALTH_MAX_INVOCATIONS", "1.5"),
+        ("HEALTH_MAX_INVOCATIONS", "²"),
+        ("HEALTH_MIN_LIFETIME", "²"),
+        ("HEALTH_JITTER", "²%"),
         ("HEALTH_MIN_LIFETIME", "-1"),
         ("HEALTH_MIN_LIFETIME", "abc"),
         ("HEALTH_MIN_LIFETIME", "5m"),
@@ -383,6 +389,9 @@ class FakeRecycler:
     def is_armed(self) -> bool:
         return self.armed
 
+    def disarm(self) -> None:
+        self.armed = False
+
 
 class Rig:
     """A guard with every dependency injected, and what it emitted."""
@@ -441,7 +450,26 @@ def test_fd_leak_recycles_once_over_the_limit_after_a_gc() -> None:
     assert fields["baseline"] == 10 and fields["invocations"] == 12
     assert fields["request_id"] == "req-1" and fields["trigger"] == REQUEST
     assert "Runtime.ExitError" in fields["expect"] and "deferred_by" not in fields
-    assert rig.invoke(leak=1) is None  # armed: nothing more to decide
+
+
+def test_an_armed_recycle_whose_post_never_came_is_said_once_then_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN a recycle armed after an invocation, and a runtime whose post never reached
+    # the hook (the process is still alive at the next check)
+    rig = Rig(fd_limit=20, jitter=0)
+    rig.invoke()
+    rig.invoke(leak=11)
+    assert rig.recycler.armed
+    # WHEN the next invocations end over the limit (past the one-report-a-minute limit)
+    rig.clock.now += 61
+    with caplog.at_level(logging.WARNING, logger="lambda_conn"):
+        results = [rig.invoke(leak=1) for _ in range(3)]
+    # THEN one line says the hook was missed, and the guard reports instead of re-arming
+    missed = [r for r in caplog.records if "recycle_hook_missed" in r.getMessage()]
+    assert len(missed) == 1
+    assert results[0] == "report" and not rig.recycler.armed
+    assert rig.emitted[-1][1]["deferred_by"] == "no_runtime_hook"
 
 
 def test_what_gc_frees_is_no_reason_to_recycle() -> None:

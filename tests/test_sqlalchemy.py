@@ -52,9 +52,7 @@ def test_connection_checked_out_and_never_returned_is_closed(mariadb: Any) -> No
 
 
 @pytest.mark.parametrize("clients", ["all", ["pymysql"]])
-def test_module_level_engine_keeps_its_pool_across_invocations(
-    mariadb: Any, clients: Any
-) -> None:
+def test_module_level_engine_keeps_its_pool_across_invocations(mariadb: Any, clients: Any) -> None:
     # Also when the scope tracks only the driver: the pool's connections are the pool's.
     engine = sa.create_engine(mariadb.url())  # created outside any scope: deliberate reuse
     before = len(mariadb.client_sessions())

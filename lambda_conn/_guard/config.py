@@ -100,7 +100,7 @@ class Platform:
         return cls(
             fd_rlimit=fd_rlimit,
             runtime_api=environ.get("AWS_LAMBDA_RUNTIME_API"),
-            memory_mb=int(memory) if memory.isdigit() and int(memory) > 0 else None,
+            memory_mb=int(memory) if _is_whole(memory) and int(memory) > 0 else None,
             max_concurrency=environ.get("AWS_LAMBDA_MAX_CONCURRENCY"),
             snap_start=environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start",
             function_name=environ.get("AWS_LAMBDA_FUNCTION_NAME"),
@@ -139,13 +139,22 @@ class Limit:
         return hash((self.value, self.text))
 
 
+def _is_whole(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` takes superscripts (``int`` refuses them)."""
+    return text.isascii() and text.isdigit()
+
+
+def _is_decimal(text: str) -> bool:
+    return _is_whole(text.replace(".", "", 1))
+
+
 def _share(text: str) -> float | None:
     """``"50%"`` -> 0.5; None if ``text`` is not a percentage."""
     text = text.strip()
     if not text.endswith("%"):
         return None
     number = text[:-1].strip()
-    if not number.replace(".", "", 1).isdigit():
+    if not _is_decimal(number):
         return -1.0  # a malformed percentage: callers reject anything outside their range
     return float(number) / 100
 
@@ -165,7 +174,7 @@ def parse_fd_limit(setting: str, value: Any, rlimit: int) -> Limit:
             if not 0 < share <= 1:
                 raise ConfigurationError(setting, value, accepted)
             return Limit(max(1, math.floor(rlimit * share)), value.strip())
-        if not value.strip().isdigit():
+        if not _is_whole(value.strip()):
             raise ConfigurationError(setting, value, accepted)
         count = int(value)
     else:
@@ -195,7 +204,7 @@ def parse_memory_limit(setting: str, value: Any, memory_mb: int | None) -> Limit
     number = text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
     unit = _UNITS.get(text[len(number) :].strip().lower())
     number = number.strip()
-    if unit is None or not number.replace(".", "", 1).isdigit():
+    if unit is None or not _is_decimal(number):
         raise ConfigurationError(setting, value, accepted)
     size = math.floor(float(number) * unit)
     if size <= 0 or (memory_mb is not None and size > memory_mb << 20):
@@ -207,7 +216,7 @@ def parse_count(setting: str, value: Any) -> int:
     accepted = "a whole number of invocations >= 1, like 10000"
     if isinstance(value, bool):
         raise ConfigurationError(setting, value, accepted)
-    count = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    count = int(value) if isinstance(value, str) and _is_whole(value.strip()) else value
     if not isinstance(count, int) or count < 1:
         raise ConfigurationError(setting, value, accepted)
     return count
@@ -220,7 +229,7 @@ def parse_seconds(setting: str, value: Any) -> float:
     seconds: float
     if isinstance(value, str):
         text = value.strip().removesuffix("s").strip()
-        if not text.replace(".", "", 1).isdigit():
+        if not _is_decimal(text):
             raise ConfigurationError(setting, value, accepted)
         seconds = float(text)
     elif isinstance(value, (int, float)):

@@ -35,6 +35,7 @@ class Recycler(Protocol):
     def available(self) -> bool: ...
     def arm(self) -> bool: ...
     def is_armed(self) -> bool: ...
+    def disarm(self) -> None: ...
 
 
 class Emit(Protocol):
@@ -117,6 +118,7 @@ class HealthGuard:
         self.limits: dict[str, int | None] = {}
         self._last_report: float | None = None
         self._failed = False
+        self._hook_broken = False
         hard = config.hard_ceiling
         self.ceilings: dict[str, int | None] = {
             "fd": math.floor(platform.fd_rlimit * hard) if config.fd_limit else None,
@@ -168,7 +170,7 @@ class HealthGuard:
     def _check(self, args: tuple[Any, ...]) -> str | None:
         self.invocations += 1
         if self._recycler.is_armed():
-            return None
+            self._hook_missed()
         measured = self._measure() if self.started else self._start()
         breach = self._breach(measured)
         if breach is None:
@@ -189,6 +191,25 @@ class HealthGuard:
             action, deferred_by = "report", "no_runtime_hook"
         self._act(action, deferred_by, breach, measured, trigger, args)
         return action
+
+    def _hook_missed(self) -> None:
+        """Armed after the last invocation, yet the process lives: the post never reached
+        our hook (an awslambdaric that posts some other way). Say so once, then report."""
+        disarm = getattr(self._recycler, "disarm", None)
+        if callable(disarm):
+            disarm()
+        if self._hook_broken:
+            return
+        self._hook_broken = True
+        from lambda_conn._log import log_event
+
+        log_event(
+            30,
+            "recycle_hook_missed",
+            note="a recycle was armed but the runtime's post of the response did not reach "
+            "LambdaRuntimeClient.post_invocation_result/_error; the guard only reports now",
+            invocations=self.invocations,
+        )
 
     def _start(self) -> dict[str, int]:
         """End of the first invocation: baseline, jitter draw, effective limits."""
@@ -266,7 +287,7 @@ class HealthGuard:
             return "report", "report_only"
         if self.platform.max_concurrency is not None:
             return "report", "multi_concurrency"
-        if not self._recycler.available():
+        if self._hook_broken or not self._recycler.available():
             return "report", "no_runtime_hook"
         if breach.at_ceiling:
             return "recycle", None  # about to fail anyway: better now, after a response
