@@ -43,9 +43,20 @@ EXTENSION = """
         while True:
             EVENTS.append(next_event(identifier))
 
+    DONE = []
+
+    def slow_loop(identifier):
+        while True:  # 0.3 s of work per INVOKE, after the runtime has answered
+            next_event(identifier)
+            time.sleep(0.3)
+            DONE.append(1)
+
     MODE = os.environ.get("EXTENSION_MODE", "none")
     AT_IMPORT = []
-    if MODE in ("noop", "invoke"):
+    if MODE == "slow-invoke":
+        STATUS, IDENT = register("slow-worker", ["INVOKE"])
+        threading.Thread(target=slow_loop, args=(IDENT,), daemon=True).start()
+    elif MODE in ("noop", "invoke"):
         STATUS, IDENT = register("lambda-conn-test", [] if MODE == "noop" else ["INVOKE"])
         AT_IMPORT.append([STATUS, IDENT])
         delay = float(os.environ.get("FIRST_NEXT_DELAY", "0"))
@@ -63,7 +74,11 @@ EXTENSION = """
     signal.signal(signal.SIGTERM, on_sigterm)
 
     def handler(event, context):
-        return {"at_import": AT_IMPORT, "events": [e["eventType"] for e in EVENTS]}
+        return {
+            "at_import": AT_IMPORT,
+            "events": [e["eventType"] for e in EVENTS],
+            "done": len(DONE),
+        }
 
     def late_register(event, context):
         return register("too-late", [])
@@ -152,6 +167,22 @@ def test_invoke_events_reach_subscribed_extensions(write_handler, make_lambda, t
     responses = [fn.invoke().response["events"] for _ in range(3)]
     assert len(responses[1]) >= 1 and len(responses[2]) >= 2
     assert set(responses[2]) == {"INVOKE"}
+
+
+def test_the_invoke_ends_and_freezes_only_when_every_extension_is_done(
+    write_handler, make_lambda, tmp_path
+):
+    # GIVEN an extension that works 0.3 s on each INVOKE after the runtime has answered
+    write_handler("app", EXTENSION)
+    fn = make_lambda("app.handler", env=_env(tmp_path, "slow-invoke"))
+    records = [fn.invoke() for _ in range(4)]
+    # THEN the caller had each response at once, but the invoke (and the freeze) waited
+    # for the extension: every earlier INVOKE was fully processed before the next one
+    assert [r.response["done"] for r in records] == [0, 1, 2, 3]
+    for record in records:
+        assert record.outcome == "ok"
+        assert record.response_ms is not None and record.response_ms < 250
+        assert record.duration_ms >= 290
 
 
 def test_init_waits_for_every_extension_to_call_event_next(write_handler, make_lambda, tmp_path):
