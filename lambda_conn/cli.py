@@ -93,7 +93,25 @@ def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--logs", metavar="FILE", help="append the function's output here (default: discarded)"
     )
+    p.add_argument(
+        "--keep-responses",
+        action="store_true",
+        help="keep successful responses in the records (default: only errors are kept)",
+    )
     p.set_defaults(func=_run_soak, subparser=p)
+
+
+def _check_output(parser: argparse.ArgumentParser, option: str, path: str | None) -> None:
+    """Fail before the soak, not after N invocations, on a path that cannot be written."""
+    if not path:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        parser.error(f"argument {option}: {path!r} is not accepted: no directory {directory!r}")
+    if not os.access(directory, os.W_OK) or (
+        os.path.exists(path) and (os.path.isdir(path) or not os.access(path, os.W_OK))
+    ):
+        parser.error(f"argument {option}: {path!r} is not accepted: not a writable file")
 
 
 def _run_soak(args: argparse.Namespace) -> int:
@@ -101,6 +119,7 @@ def _run_soak(args: argparse.Namespace) -> int:
     from lambda_conn.local import (
         HandlerSpecError,
         ProgressBar,
+        SoakInterrupted,
         check_importable,
         format_table,
         parse_handler,
@@ -119,6 +138,22 @@ def _run_soak(args: argparse.Namespace) -> int:
         parser.error(
             f"argument --plot: {args.plot!r} is not accepted: expected a .svg or .png file"
         )
+    if args.plot and args.plot.lower().endswith(".png"):
+        from importlib.util import find_spec
+
+        if find_spec("matplotlib") is None:
+            parser.error(
+                f"argument --plot: {args.plot!r} needs matplotlib for PNG "
+                "(pip install matplotlib); a .svg file needs nothing"
+            )
+    for option, path in (("--json", args.json_path), ("--plot", args.plot), ("--logs", args.logs)):
+        _check_output(parser, option, path)
+    from lambda_conn.local._config import check_env
+
+    try:
+        check_env(dict(args.env))
+    except ValueError as exc:
+        parser.error(f"argument --env: {exc}")
     event = None
     if args.event:
         try:
@@ -128,6 +163,7 @@ def _run_soak(args: argparse.Namespace) -> int:
             parser.error(f"argument --event: cannot read JSON from {args.event!r}: {exc}")
 
     bar = ProgressBar(args.n)
+    interrupted = False
     with contextlib.ExitStack() as stack:
         logs = stack.enter_context(open(args.logs, "ab")) if args.logs else subprocess.DEVNULL
         try:
@@ -141,18 +177,25 @@ def _run_soak(args: argparse.Namespace) -> int:
                 env=dict(args.env),
                 output=logs,
                 progress=bar,
+                keep_responses=args.keep_responses,
             )
+        except SoakInterrupted as exc:  # Ctrl-C: still show what was measured
+            report, interrupted = exc.report, True
         finally:
             bar.finish()
     print(format_table(report.summary, rate=report.rate, memory_mb=args.memory))
+    if report.stopped_early:
+        print(f"stopped early: {report.stopped_early}", file=sys.stderr)
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=1, default=repr)
         print(f"records written to {args.json_path}", file=sys.stderr)
-    if args.plot:
+    if args.plot and report.records:
         write_plot(report.records, args.plot, title=f"lambda-conn soak {args.handler}")
         print(f"plot written to {args.plot}", file=sys.stderr)
-    return 1 if report.failed else 0
+    if interrupted:
+        return 130
+    return 1 if report.failed or report.stopped_early else 0
 
 
 def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,7 +14,7 @@ from lambda_conn.local._plot import render_svg, write_plot
 from lambda_conn.local._progress import ProgressBar
 from lambda_conn.local._records import InvocationRecord, Outcome, ShutdownRecord
 from lambda_conn.local._report import SoakSummary, format_table, summarize
-from lambda_conn.local._soak import SoakReport, soak
+from lambda_conn.local._soak import SoakInterrupted, SoakReport, soak
 
 __all__ = [
     "HandlerSpec",
@@ -24,6 +24,7 @@ __all__ = [
     "Outcome",
     "ProgressBar",
     "ShutdownRecord",
+    "SoakInterrupted",
     "SoakReport",
     "SoakSummary",
     "check_importable",

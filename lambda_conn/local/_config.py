@@ -25,7 +25,7 @@ from lambda_conn.local._constants import (
 from lambda_conn.local._handler_spec import HandlerSpec, parse_handler
 from lambda_conn.local._state import FunctionMetadata
 
-__all__ = ["FunctionConfig"]
+__all__ = ["FunctionConfig", "check_env"]
 
 # Set by the local runtime itself; a user value would silently lie about the sandbox.
 _OWNED_KEYS = frozenset(
@@ -61,7 +61,8 @@ def _check_seconds(name: str, value: object, upper: float) -> float:
     return float(value)
 
 
-def _check_env(env: Mapping[str, str] | None) -> dict[str, str]:
+def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """``env`` as a dict, or ValueError naming the first key the local runtime refuses."""
     result = dict(env or {})
     for key, value in result.items():
         if not isinstance(key, str) or not key or "=" in key or not isinstance(value, str):
@@ -70,10 +71,15 @@ def _check_env(env: Mapping[str, str] | None) -> dict[str, str]:
             )
         if key in _OWNED_KEYS:
             raise ValueError(
-                f"env key {key!r} is set by the local runtime (use memory_mb=, handler_dir=)"
+                f"env key {key!r} is not accepted: the local runtime sets it itself (memory: "
+                "memory_mb= or --memory; task root: handler_dir= or --handler-dir); "
+                f"expected any other name, not one of {', '.join(sorted(_OWNED_KEYS))}"
             )
         if key in _UNSUPPORTED_KEYS:
-            raise ValueError(f"env key {key!r} is not supported by the local runtime")
+            raise ValueError(
+                f"env key {key!r} is not accepted: the local runtime does not emulate "
+                "multi-concurrent mode or SnapStart"
+            )
     return result
 
 
@@ -112,7 +118,7 @@ class FunctionConfig:
             task_root=root,
             memory_mb=_check_memory(memory_mb),
             timeout_s=_check_seconds("timeout_s", timeout_s, MAX_TIMEOUT_S),
-            env=_check_env(env),
+            env=check_env(env),
             function_name=function_name or spec.module.replace(".", "-"),
             init_timeout_s=_check_seconds("init_timeout_s", init_timeout_s, MAX_TIMEOUT_S),
         )

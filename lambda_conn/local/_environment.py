@@ -14,6 +14,7 @@ import platform
 import resource
 import signal
 import subprocess
+import threading
 import time
 from typing import IO
 
@@ -26,8 +27,23 @@ from lambda_conn.local._state import SandboxState
 __all__ = ["ExecutionEnvironment"]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-# Bound before fork: the child runs no Python of ours between fork and exec but this call.
+# Bound before fork: the child runs no Python of ours between fork and exec but these
+# C calls (no lock is taken, so threads in the supervisor cannot deadlock the child).
 _LIMIT_FDS = functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _limit_fds_and_die_with_supervisor() -> None:
+    """Pre-exec: Lambda's descriptor limit, and SIGKILL when the supervisor dies.
+
+    Without the second, a supervisor killed or ended by ``os._exit`` leaves a frozen
+    runtime stopped for ever, or a running one spinning. Only for a runtime started from
+    the main thread: the kernel sends the signal when the *thread* that forked exits.
+    """
+    _LIMIT_FDS()
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
 
 _SETTLE_S = 0.05
 Output = IO[bytes] | IO[str] | int | None
@@ -86,7 +102,9 @@ class ExecutionEnvironment:
                 stdout=self._output,
                 stderr=self._output,
                 start_new_session=True,
-                preexec_fn=_LIMIT_FDS,  # only a bound C call runs pre-exec
+                preexec_fn=_limit_fds_and_die_with_supervisor
+                if threading.current_thread() is threading.main_thread()
+                else _LIMIT_FDS,
             )
         except BaseException:
             self.server.stop()

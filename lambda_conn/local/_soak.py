@@ -6,6 +6,7 @@ invocation, a pool that stops working after a freeze, a recycle that drops a req
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from lambda_conn.local._lambda import LocalLambda
 from lambda_conn.local._records import InvocationRecord, ShutdownRecord
 from lambda_conn.local._report import SoakSummary, summarize
 
-__all__ = ["SoakReport", "soak"]
+__all__ = ["SoakInterrupted", "SoakReport", "soak"]
 
 Progress = Callable[[int, InvocationRecord], None]
 
@@ -32,6 +33,8 @@ class SoakReport:
     wall_s: float
     records: list[InvocationRecord]
     shutdowns: list[ShutdownRecord]
+    #: Why the soak ended before ``n`` invocations (None: it ran them all).
+    stopped_early: str | None = None
     summary: SoakSummary = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +57,7 @@ class SoakReport:
             "timeout_s": self.timeout_s,
             "wall_s": self.wall_s,
             "invocations_per_s": self.rate,
+            "stopped_early": self.stopped_early,
             "summary": self.summary.to_dict(),
             "records": [r.to_dict() for r in self.records],
             "shutdowns": [s.to_dict() for s in self.shutdowns],
@@ -71,10 +75,29 @@ def soak(
     env: Mapping[str, str] | None = None,
     output: Output = None,
     progress: Progress | None = None,
+    keep_responses: bool = False,
+    max_init_failures: int | None = 10,
 ) -> SoakReport:
-    """Invoke ``handler`` ``n`` times with ``event``, then spin the environment down."""
+    """Invoke ``handler`` ``n`` times with ``event``, then spin the environment down.
+
+    Successful responses are dropped from the records unless ``keep_responses``: a
+    handler answering 1 MB would otherwise hold 10 GB after 10,000 invocations. Errors
+    are always kept. After ``max_init_failures`` Init failures in a row (a typo in the
+    handler's name, a missing dependency) the soak stops: every further invocation would
+    fail the same way. Ctrl-C raises ``SoakInterrupted``, which carries the records so far.
+    """
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"n={n!r} is not accepted: expected a positive integer")
+    if max_init_failures is not None and (
+        isinstance(max_init_failures, bool)
+        or not isinstance(max_init_failures, int)
+        or max_init_failures <= 0
+    ):
+        raise ValueError(
+            f"max_init_failures={max_init_failures!r} is not accepted: expected a positive "
+            "integer or None"
+        )
+    stopped: str | None = None
     with LocalLambda(
         handler,
         handler_dir=handler_dir,
@@ -83,17 +106,43 @@ def soak(
         env=env,
         output=output,
     ) as fn:
+        records = fn.records
+        init_failures = 0
         start = time.perf_counter()
-        for done in range(1, n + 1):
-            record = fn.invoke(event)
-            if progress is not None:
-                progress(done, record)
+        try:
+            for done in range(1, n + 1):
+                record = fn.invoke(event)
+                if record.ok and not keep_responses:
+                    records[-1] = record = dataclasses.replace(record, response=None)
+                if progress is not None:
+                    progress(done, record)
+                init_failures = init_failures + 1 if record.reset_reason == "init_error" else 0
+                if max_init_failures is not None and init_failures >= max_init_failures:
+                    stopped = (
+                        f"Init failed {init_failures} times in a row: {record.error_type}: "
+                        f"{record.error_message}"
+                    )
+                    break
+        except KeyboardInterrupt:
+            stopped = "interrupted"
         wall = time.perf_counter() - start
-    return SoakReport(
+    report = SoakReport(
         handler=fn.config.spec.lambda_form,
         memory_mb=fn.config.memory_mb,
         timeout_s=fn.config.timeout_s,
         wall_s=wall,
-        records=list(fn.records),
+        records=list(records),
         shutdowns=list(fn.shutdowns),
+        stopped_early=stopped,
     )
+    if stopped == "interrupted":
+        raise SoakInterrupted(report)
+    return report
+
+
+class SoakInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a soak, with what it had recorded (``.report``) once cleaned up."""
+
+    def __init__(self, report: SoakReport) -> None:
+        super().__init__(f"soak interrupted after {len(report.records)} invocations")
+        self.report = report

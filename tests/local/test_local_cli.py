@@ -51,6 +51,7 @@ def test_soak_all_ok_exits_0_and_writes_json_and_svg(write_handler, tmp_path):
         "out.json",
         "--plot",
         "out.svg",
+        "--keep-responses",
         cwd=root,
     )
     assert result.returncode == 0, result.stderr
@@ -110,6 +111,17 @@ def test_handler_dir_option_is_the_task_root(write_handler, tmp_path):
         (["soak", "app:ok", "-n", "1", "--env", "NOEQUALS"], ["--env", "'NOEQUALS'", "KEY=VALUE"]),
         (["soak", "app:ok", "-n", "1", "--plot", "p.pdf"], ["--plot", "'p.pdf'", ".svg"]),
         (["soak", "app:ok", "-n", "1", "--event", "nope.json"], ["--event", "'nope.json'"]),
+        (
+            ["soak", "app:ok", "-n", "1", "--env", "AWS_LAMBDA_RUNTIME_API=x"],
+            ["--env", "'AWS_LAMBDA_RUNTIME_API'", "--memory", "expected"],
+        ),
+        (
+            ["soak", "app:ok", "-n", "1", "--env", "AWS_LAMBDA_MAX_CONCURRENCY=2"],
+            ["--env", "'AWS_LAMBDA_MAX_CONCURRENCY'", "multi-concurrent"],
+        ),
+        (["soak", "app:ok", "-n", "1", "--json", "/nonexistent/o.json"], ["--json", "no dir"]),
+        (["soak", "app:ok", "-n", "1", "--plot", "/nonexistent/o.svg"], ["--plot", "no dir"]),
+        (["soak", "app:ok", "-n", "1", "--logs", "/nonexistent/x.log"], ["--logs", "no dir"]),
         ([], ["COMMAND"]),
     ],
 )
@@ -120,6 +132,38 @@ def test_usage_errors_exit_2_naming_the_bad_value(write_handler, tmp_path, args,
     for text in expected:
         assert text in result.stderr
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_png_plot_without_matplotlib_is_refused_before_the_soak(write_handler, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is not None:
+        pytest.fail("this test expects matplotlib to be absent, as in the test extra")
+    root = write_handler("app", HANDLERS)
+    result = run("soak", "app:ok", "-n", "1", "--plot", "p.png", cwd=root)
+    assert result.returncode == 2 and "matplotlib" in result.stderr
+    assert "invocations" not in result.stdout  # nothing ran
+
+
+def test_successful_responses_are_dropped_unless_kept(write_handler, tmp_path):
+    root = write_handler("app", HANDLERS)
+    run("soak", "app:ok", "-n", "2", "--json", "dropped.json", cwd=root)
+    run("soak", "app:ok", "-n", "2", "--json", "kept.json", "--keep-responses", cwd=root)
+    dropped = json.loads((tmp_path / "dropped.json").read_text())["records"]
+    kept = json.loads((tmp_path / "kept.json").read_text())["records"]
+    assert [r["response"] for r in dropped] == [None, None]
+    assert [r["response"] for r in kept] == [{"got": None}, {"got": None}]
+
+
+def test_a_handler_that_cannot_init_stops_the_soak_early(write_handler, tmp_path):
+    # A typo in the function's name fails Init on every invocation: 10 in a row end it.
+    root = write_handler("app", HANDLERS)
+    result = run("soak", "app.nofunc", "-n", "1000", "--json", "out.json", cwd=root)
+    assert result.returncode == 1
+    assert "stopped early: Init failed 10 times in a row" in result.stderr
+    assert "Runtime.HandlerNotFound" in result.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["summary"]["invocations"] == 10 and data["stopped_early"]
 
 
 def test_cli_and_package_imports_stay_light():

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -129,13 +132,47 @@ def test_runtime_process_group_is_gone_after_close(write_handler, tmp_path):
         fn.invoke()
 
 
+def test_runtime_dies_with_a_supervisor_that_exits_abruptly(write_handler, tmp_path):
+    # GIVEN a supervisor process whose runtime is frozen between invocations
+    write_handler("app", ECHO)
+    script = (
+        "import os, subprocess, sys\n"
+        "from lambda_conn.local import LocalLambda\n"
+        "fn = LocalLambda('app.handler', handler_dir=sys.argv[1], output=subprocess.DEVNULL)\n"
+        "print(fn.invoke().response['pid'], flush=True)\n"
+        "os._exit(0)  # no close(), no atexit: as if it were killed\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    pid = int(out.stdout)
+    # THEN the runtime does not outlive it (stopped for ever, or spinning)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.02)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != b"Z"  # a zombie is dead, waiting for init to reap it
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
         ({"memory_mb": 64}, "memory_mb=64 .* from 128 to 10240"),
         ({"memory_mb": 20_000}, "memory_mb=20000"),
         ({"timeout_s": 0}, "timeout_s=0 .* more than 0"),
-        ({"env": {"AWS_LAMBDA_RUNTIME_API": "x"}}, "set by the local runtime"),
+        ({"env": {"AWS_LAMBDA_RUNTIME_API": "x"}}, "sets it itself"),
     ],
 )
 def test_bad_configuration_fails_before_anything_starts(tmp_path, options, match):
