@@ -17,7 +17,12 @@ from lambda_conn import managed_connection
 
 
 def _connect() -> Any:
-    url = urlsplit(os.environ["LAMBDA_CONN_DEMO_DSN"])
+    return connect_dsn(os.environ["LAMBDA_CONN_DEMO_DSN"])
+
+
+def connect_dsn(dsn: str) -> Any:
+    """A PyMySQL connection from ``mysql://user:password@host:port/db[?ssl_ca=...]``."""
+    url = urlsplit(dsn)
     query = {key: values[-1] for key, values in parse_qs(url.query).items()}
     tls: dict[str, Any] = (
         {"ssl_ca": query["ssl_ca"], "ssl_verify_cert": True}

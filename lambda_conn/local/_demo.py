@@ -45,6 +45,8 @@ def run_demo(
     """Soak the three handlers and print the comparison. Returns the exit status."""
     with contextlib.ExitStack() as stack:
         server: Any = None
+        if dsn is not None and not _reachable(dsn, out):
+            return 2
         if dsn is None:
             from lambda_conn.local._embedded_mysql import EmbeddedMySQL
 
@@ -96,7 +98,29 @@ def run_demo(
 
         with open(json_path, "w", encoding="utf-8") as fh:
             json.dump({title: rep.to_dict() for title, rep in reports}, fh, indent=1)
+    broken = [title for title, report in reports[1:] if report.failed]
+    if broken:
+        print(f"\nFAILED: {', '.join(broken)} should never fail a request.", file=out)
+        return 1
     return 0
+
+
+def _reachable(dsn: str, out: IO[str]) -> bool:
+    """A real server given with --dsn answers SELECT 1 before 4,500 invocations try it."""
+    from lambda_conn._demo_handlers import connect_dsn
+    from lambda_conn._redact import redact
+
+    try:
+        conn = connect_dsn(dsn)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        finally:
+            conn.close()
+    except Exception as exc:
+        print(f"--dsn {redact(dsn)}: cannot run SELECT 1 there: {redact(str(exc))}", file=out)
+        return False
+    return True
 
 
 def _row(title: str, report: SoakReport, peak_sessions: int | None) -> list[str]:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_demo_shows_the_three_outcomes(tmp_path: Path) -> None:
     # 1,100 invocations are enough to pass the 1,024-descriptor limit.
@@ -46,3 +48,48 @@ def test_demo_shows_the_three_outcomes(tmp_path: Path) -> None:
 
     assert "Too many open files" in out.stdout
     assert (tmp_path / "demo.svg").read_text().startswith("<svg")
+
+
+def test_demo_refuses_a_dsn_it_cannot_query_without_showing_the_password(tmp_path: Path) -> None:
+    from tests.servers._private import free_port
+
+    dsn = f"mysql://app:s3cret-pw@127.0.0.1:{free_port()}/app"  # nothing listens there
+    out = subprocess.run(
+        [sys.executable, "-m", "lambda_conn.cli", "demo", "-n", "5", "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert "cannot run SELECT 1" in out.stdout and "mysql://***@127.0.0.1" in out.stdout
+    assert "s3cret-pw" not in out.stdout + out.stderr
+    assert "invocations in" not in out.stdout  # no soak ran
+
+
+def test_demo_fails_when_a_protected_handler_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from lambda_conn.local import _demo
+
+    # GIVEN a demo whose second handler (the protected one) fails its requests
+    (tmp_path / "cases.py").write_text(
+        "def ok(event, context):\n    return 1\n"
+        "def boom(event, context):\n    raise RuntimeError('boom')\n"
+    )
+    monkeypatch.chdir(tmp_path)  # the task root
+    monkeypatch.setattr(
+        _demo,
+        "CASES",
+        (
+            ("1. unprotected", "cases.ok", {}),
+            ("2. protected", "cases.boom", {}),
+            ("3. g", "cases.ok", {}),
+        ),
+    )
+    text = io.StringIO()
+    # THEN its exit status says so, and the output names it
+    assert _demo.run_demo(invocations=2, plot=None, out=text) == 1
+    assert "FAILED: 2. protected should never fail a request" in text.getvalue()
