@@ -191,7 +191,12 @@ def _run_soak(args: argparse.Namespace) -> int:
             json.dump(report.to_dict(), fh, indent=1, default=repr)
         print(f"records written to {args.json_path}", file=sys.stderr)
     if args.plot and report.records:
-        write_plot(report.records, args.plot, title=f"lambda-conn soak {args.handler}")
+        write_plot(
+            report.records,
+            args.plot,
+            title=f"lambda-conn soak {args.handler}",
+            memory_mb=args.memory,
+        )
         print(f"plot written to {args.plot}", file=sys.stderr)
     if interrupted:
         return 130

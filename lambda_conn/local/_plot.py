@@ -12,13 +12,14 @@ import os
 from collections.abc import Callable, Sequence
 from xml.sax.saxutils import escape
 
+from lambda_conn.local._constants import FD_LIMIT
 from lambda_conn.local._records import InvocationRecord
 
 __all__ = ["render_svg", "write_plot"]
 
 _W, _PANEL_H, _LEFT, _RIGHT, _TOP, _GAP = 900, 240, 70, 20, 40, 60
 _MAX_POINTS = 1500  # columns kept after min/max decimation
-_MAX_MARKS = 300  # cold-start / failure marks drawn individually
+_MAX_MARKS = 2000  # cold-start / failure marks drawn individually
 
 Getter = Callable[[InvocationRecord], float | None]
 
@@ -27,7 +28,7 @@ def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
     magnitude = 10.0 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if value <= step * magnitude:
             return step * magnitude
     return value
@@ -49,12 +50,21 @@ def _series(records: Sequence[InvocationRecord], get: Getter) -> list[tuple[floa
 
 
 def _panel(
-    records: Sequence[InvocationRecord], get: Getter, label: str, top: float, color: str
+    records: Sequence[InvocationRecord],
+    get: Getter,
+    label: str,
+    top: float,
+    color: str,
+    *,
+    limit: float | None = None,
+    y_max: float | None = None,
 ) -> list[str]:
     n = max(1, len(records) - 1)
     plot_w = _W - _LEFT - _RIGHT
     points = _series(records, get)
-    y_max = _nice_max(max((v for _, v in points), default=0.0))
+    if y_max is None:
+        y_max = max((v for _, v in points), default=0.0)
+    y_max = _nice_max(max(y_max, limit or 0.0))
 
     def x(i: float) -> float:
         return _LEFT + plot_w * i / n
@@ -76,9 +86,18 @@ def _panel(
         )
     for k in range(5):
         i = n * k / 4
-        parts.append(
+        parts.append(  # invocations count from 1, as in the table
             f'<text x="{x(i):.1f}" y="{top + _PANEL_H + 16}" class="tick" '
-            f'text-anchor="middle">{i:.0f}</text>'
+            f'text-anchor="middle">{i + 1:.0f}</text>'
+        )
+    if limit is not None:
+        parts.append(
+            f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y(limit):.1f}" y2="{y(limit):.1f}" '
+            'class="limit"/>'
+        )
+        parts.append(
+            f'<text x="{_W - _RIGHT - 4}" y="{y(limit) - 4:.1f}" class="tick" '
+            f'text-anchor="end">Lambda limit {limit:g}</text>'
         )
     colds = [r.index for r in records if r.cold_start]
     if len(colds) <= _MAX_MARKS:
@@ -99,8 +118,16 @@ def _panel(
     return parts
 
 
-def render_svg(records: Sequence[InvocationRecord], *, title: str = "lambda-conn soak") -> str:
-    """Two panels (open descriptors, RSS in MB) against the invocation index."""
+def render_svg(
+    records: Sequence[InvocationRecord],
+    *,
+    title: str = "lambda-conn soak",
+    memory_mb: int | None = None,
+    y_max: tuple[float | None, float | None] = (None, None),
+) -> str:
+    """Two panels (open descriptors, RSS in MB) against the invocation index, each with
+    Lambda's limit drawn (1,024 descriptors; ``memory_mb`` when given). ``y_max`` fixes
+    the panels' scales, so that several soaks side by side compare at a glance."""
     height = _TOP + 2 * _PANEL_H + _GAP + 50
     colds = sum(r.cold_start for r in records)
     fails = sum(not r.ok for r in records)
@@ -109,24 +136,38 @@ def render_svg(records: Sequence[InvocationRecord], *, title: str = "lambda-conn
         f'viewBox="0 0 {_W} {height}" font-family="sans-serif">',
         "<style>.label{font-size:13px;font-weight:bold}.tick{font-size:11px;fill:#444}"
         ".frame{fill:none;stroke:#888}.grid{stroke:#e4e4e4}.cold{stroke:#999;stroke-dasharray:3,3}"
-        ".fail{fill:#d62728}</style>",
+        ".fail{fill:#d62728}.limit{stroke:#d62728;stroke-dasharray:6,3}</style>",
         f'<rect width="{_W}" height="{height}" fill="white"/>',
         f'<text x="{_LEFT}" y="20" font-size="15">{escape(title)} - {len(records)} invocations, '
         f"{colds} cold starts (dashed), {fails} failed (red)</text>",
     ]
-    parts += _panel(records, lambda r: r.fd_count, "open file descriptors", _TOP + 10, "#1f77b4")
     parts += _panel(
         records,
-        lambda r: None if r.rss_bytes is None else r.rss_bytes / 2**20,
+        lambda r: r.fd_count,
+        "open file descriptors",
+        _TOP + 10,
+        "#1f77b4",
+        limit=FD_LIMIT,
+        y_max=y_max[0],
+    )
+    parts += _panel(
+        records,
+        rss_mb,
         "resident memory (MB)",
         _TOP + 10 + _PANEL_H + _GAP,
         "#2ca02c",
+        limit=memory_mb,
+        y_max=y_max[1],
     )
     parts.append(
         f'<text x="{_W / 2}" y="{height - 8}" class="tick" text-anchor="middle">invocation</text>'
     )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def rss_mb(record: InvocationRecord) -> float | None:
+    return None if record.rss_bytes is None else record.rss_bytes / 2**20
 
 
 def _write_png(records: Sequence[InvocationRecord], path: str, title: str) -> None:
@@ -160,6 +201,7 @@ def write_plot(
     path: str | os.PathLike[str],
     *,
     title: str = "lambda-conn soak",
+    memory_mb: int | None = None,
 ) -> str:
     """Write ``.svg`` (always available) or ``.png`` (matplotlib); returns the path."""
     target = os.fspath(path)
@@ -168,7 +210,7 @@ def write_plot(
         _write_png(records, target, title)
     elif suffix == ".svg":
         with open(target, "w", encoding="utf-8") as fh:
-            fh.write(render_svg(records, title=title))
+            fh.write(render_svg(records, title=title, memory_mb=memory_mb))
     else:
         raise ValueError(f"cannot write {target!r}: plot file must end in .svg or .png")
     return target
