@@ -17,7 +17,6 @@ the life of its environment instead of a TLS handshake and a login per request.
 from __future__ import annotations
 
 import os
-import select
 from typing import Any
 
 import psycopg
@@ -27,16 +26,9 @@ from lambda_conn import managed_connection, reused_connection
 DATABASE_URL = os.environ.get("DATABASE_URL", "")  # the proxy's endpoint
 
 
-def idle_and_open(conn: psycopg.Connection[Any]) -> bool:
-    """An idle client connection has nothing to read: readable means the peer closed it."""
-    if conn.closed:
-        return False
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
-    return not poller.poll(0)
-
-
-@reused_connection(max_age=900, validate=idle_and_open)
+# The default check polls the idle socket (readable means the proxy closed it); psycopg's
+# own ``closed`` flag would stay False until a query failed.
+@reused_connection(max_age=900)
 def db() -> psycopg.Connection[Any]:
     return psycopg.connect(DATABASE_URL, connect_timeout=5, autocommit=True, prepare_threshold=None)
 

@@ -241,6 +241,22 @@ def test_metric_goes_through_powertools_with_its_own_identity(
     assert {k: blob[k] for k in GUARD_PROPERTIES} == GUARD_PROPERTIES
 
 
+def test_the_health_guards_own_report_goes_through_powertools(
+    powertools: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guard's real call path (report.emit), not only put_metric."""
+    from lambda_conn._guard import report
+
+    fields = {"reason": "fd", "request_id": "req-9", "measured": 700, "limit": 512}
+    report.emit("recycle", fields, "orders", True)
+    (blob,) = emf_blobs(capsys.readouterr().out)
+    (directive,) = blob["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == NAMESPACE
+    assert directive["Dimensions"] == [["FunctionName", "Action"]]
+    assert blob["service"] == "orders"  # Powertools' identity, kept as a property
+    assert blob["HealthLimitExceeded"] == [1.0] and blob["RequestId"] == "req-9"
+
+
 @pytest.mark.parametrize("position", ["above", "below"])
 def test_metric_inside_log_metrics_is_its_own_blob(
     powertools: dict[str, Any], position: str, capsys: pytest.CaptureFixture[str]
