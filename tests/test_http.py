@@ -160,3 +160,47 @@ def test_with_one_client_closes_it_and_an_async_client_needs_async_with(http_ser
     asyncio.run(main())
     assert aclient.is_closed
     assert http_server.wait_open(0) == 0
+
+
+@pytest.mark.parametrize("client", ["requests", "httpx"])
+def test_a_client_left_open_is_reported_with_its_kind_and_remote(
+    http_server: Any, client: str, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import json
+    import logging
+
+    from lambda_conn._integrations import _http
+
+    # GIVEN a close rule that fails, so the client really stays open after cleanup
+    kind = _http.REQUESTS_SESSION if client == "requests" else _http.HTTPX_CLIENT
+
+    def broken(obj: Any) -> None:
+        raise OSError("close failed")
+
+    monkeypatch.setattr(kind, "close", broken)
+    # (a Session's PoolManagers are tracked too: they would close its connections)
+    monkeypatch.setattr(_http.POOL_MANAGER, "close", broken)
+    kept: list[Any] = []
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        session = requests.Session() if client == "requests" else httpx.Client()
+        kept.append(session)
+        return int(session.get(http_server.url + "/?token=hunter2").status_code)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="lambda_conn"):
+            assert handler({}, None) == 200
+        lines = [json.loads(r.getMessage()) for r in caplog.records]
+        (leak,) = [e for e in lines if e["event"] == "connections_leaked"]
+        # THEN one line names what stayed open and where it goes, and nothing more
+        # (for requests: the Session, and the PoolManager holding its one connection)
+        remote = [f"127.0.0.1:{http_server.port}"]
+        details = {d["kind"]: d["remote"] for d in leak["connections"]}
+        assert leak["count"] == len(details) >= 1
+        assert details[kind.name] == remote
+        assert all(r == remote for r in details.values())
+        assert "hunter2" not in caplog.text
+    finally:
+        for session in kept:
+            session.close()

@@ -87,11 +87,21 @@ def _close_session(session: Any) -> None:
         _close_pools(pools)
 
 
+def _pool_remote(pool: Any) -> str:
+    return f"{pool.host}:{pool.port}"
+
+
+def _pool_manager_remote(manager: Any) -> list[str]:
+    """Where the manager's still-open connections go (for the leak report)."""
+    return [_pool_remote(pool) for pool in _pools_of(manager) if _pool_is_open(pool)]
+
+
 REQUESTS_SESSION = Kind(
     "requests.Session",
     "requests",
     close=_close_session,
     is_open=lambda session: any(_pool_manager_is_open(m) for m in _managers_of(session)),
+    remote=lambda session: [r for m in _managers_of(session) for r in _pool_manager_remote(m)],
 )
 
 
@@ -104,7 +114,11 @@ def patch_requests(requests: ModuleType) -> None:
 
 
 POOL_MANAGER = Kind(
-    "urllib3.PoolManager", "urllib3", close=_close_pool_manager, is_open=_pool_manager_is_open
+    "urllib3.PoolManager",
+    "urllib3",
+    close=_close_pool_manager,
+    is_open=_pool_manager_is_open,
+    remote=_pool_manager_remote,
 )
 
 
@@ -120,7 +134,7 @@ CONNECTION_POOL = Kind(
     "urllib3",
     close=_close_pool,
     is_open=_pool_is_open,
-    remote=lambda pool: [f"{pool.host}:{pool.port}"],
+    remote=lambda pool: [_pool_remote(pool)],
 )
 
 
@@ -147,7 +161,24 @@ def _httpx_is_open(client: Any) -> bool:
     return str(client._state.name) == "OPENED"
 
 
-HTTPX_CLIENT = Kind("httpx.Client", "httpx", close=lambda c: c.close(), is_open=_httpx_is_open)
+def _httpx_remote(client: Any) -> list[str]:
+    """The origins of the connections in the client's pool (httpcore's, when it is one)."""
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    remotes = []
+    for conn in getattr(pool, "connections", ()):
+        origin = getattr(conn, "_origin", None)
+        if origin is not None:
+            remotes.append(f"{origin.host.decode('ascii', 'replace')}:{origin.port}")
+    return remotes
+
+
+HTTPX_CLIENT = Kind(
+    "httpx.Client",
+    "httpx",
+    close=lambda c: c.close(),
+    is_open=_httpx_is_open,
+    remote=_httpx_remote,
+)
 
 
 async def _aclose_httpx(client: Any) -> None:
@@ -155,7 +186,12 @@ async def _aclose_httpx(client: Any) -> None:
 
 
 HTTPX_ASYNC_CLIENT = Kind(
-    "httpx.AsyncClient", "httpx", close=None, aclose=_aclose_httpx, is_open=_httpx_is_open
+    "httpx.AsyncClient",
+    "httpx",
+    close=None,
+    aclose=_aclose_httpx,
+    is_open=_httpx_is_open,
+    remote=_httpx_remote,
 )
 
 
