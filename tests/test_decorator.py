@@ -251,22 +251,23 @@ def test_scopes_are_isolated_between_tasks() -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "setting"),
+    ("options", "named", "accepted"),
     [
-        ({"clients": "mysql"}, "clients"),
-        ({"clients": ["pymysql", "oracle"]}, "clients"),
-        ({"clients": 3}, "clients"),
-        ({"on_leak": "explode"}, "on_leak"),
+        ({"clients": "mysql"}, "clients='mysql'", "pymysql"),
+        ({"clients": ["pymysql", "oracle"]}, "clients='oracle'", "sqlalchemy"),
+        ({"clients": 3}, "clients=3", '"all"'),
+        ({"on_leak": "explode"}, "on_leak='explode'", "'report' or 'raise' or 'ignore'"),
     ],
 )
-def test_bad_options_fail_early_naming_setting_and_accepted(
-    options: dict[str, object], setting: str
+def test_bad_options_fail_early_naming_setting_value_and_accepted(
+    options: dict[str, object], named: str, accepted: str
 ) -> None:
     with pytest.raises(ConfigurationError) as info:
         managed_connection(**options)  # type: ignore[call-overload]
     message = str(info.value)
-    assert setting in message and "expected" in message
-    assert info.value.setting == setting
+    assert message.startswith(f"{named} is not valid: expected ")
+    assert accepted in message
+    assert info.value.setting == named.split("=")[0]
 
 
 def test_positional_options_are_refused_with_a_hint() -> None:
