@@ -37,6 +37,17 @@ class HandlerSpec:
 def parse_handler(spec: str) -> HandlerSpec:
     """Split ``module:function`` or ``module.function``; raise HandlerSpecError if malformed."""
     text = spec.strip()
+    if ":" in text and text.partition(":")[0].endswith(".py"):
+        stem = text.partition(":")[0][:-3].replace("/", ".")
+        raise HandlerSpecError(
+            f"bad handler {spec!r}: name the module, not its file "
+            f"(expected {stem}:{text.partition(':')[2]})"
+        )
+    if text.startswith(("/", "./", "../")):
+        raise HandlerSpecError(
+            f"bad handler {spec!r}: expected a module name, not a path: run from the "
+            "handler's directory or pass --handler-dir DIR (for example app.handler)"
+        )
     if ":" in text:
         module, _, function = text.partition(":")
     else:

@@ -42,3 +42,18 @@ def test_modules_are_found_without_importing_them(tmp_path: Path) -> None:
     for missing in ("pkg.nope:handler", "nope:handler", "pkg.mod.deeper:handler"):
         with pytest.raises(HandlerSpecError, match="not found"):
             check_importable(parse_handler(missing), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "hint"),
+    [
+        ("app.py:handler", "expected app:handler"),
+        ("src/app.py:handler", "expected src.app:handler"),
+        ("./app.handler", "not a path"),
+        ("/abs/app.handler", "--handler-dir"),
+    ],
+)
+def test_file_names_and_paths_get_a_hint(spec: str, hint: str) -> None:
+    with pytest.raises(HandlerSpecError, match=f"bad handler {spec!r}") as info:
+        parse_handler(spec)
+    assert hint in str(info.value)
