@@ -470,3 +470,12 @@ def test_watchdog_runs_what_is_not_disarmed_and_retries_what_is_not_ready() -> N
     assert done.wait(5.0)
     assert dog.disarm(late) is False  # it ran: the attempt was cut off
     assert len(calls) == 3 and ran == []
+
+
+def test_watchdog_heap_stays_small_when_every_attempt_is_disarmed() -> None:
+    from lambda_conn._rds.watchdog import Watchdog
+
+    dog = Watchdog()
+    for _ in range(10_000):  # a burst of connects, each well inside its time
+        assert dog.disarm(dog.arm(60.0, lambda: True))
+    assert len(dog._heap) <= 65

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ class Watchdog:
         self._pending: set[int] = set()
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
+        self._wakes_at = math.inf  # when the thread's current wait ends by itself
 
     def arm(self, seconds: float, action: Action) -> int:
         """Run ``action`` ``seconds`` from now; returns a handle for :meth:`disarm`."""
@@ -48,7 +50,7 @@ class Watchdog:
                     target=self._run, name="lambda_conn-connect-watchdog", daemon=True
                 )
                 self._thread.start()
-            elif self._heap[0][1] == ident:  # earlier than what the thread waits for
+            elif self._heap[0][0] < self._wakes_at:  # earlier than the thread's alarm
                 self._cond.notify()
         return ident
 
@@ -58,18 +60,23 @@ class Watchdog:
             if ident not in self._pending:
                 return False
             self._pending.discard(ident)
+            # Out of the heap at once (it holds the attempts under way: a handful), so
+            # the thread, when it wakes for a time that no longer matters, sleeps on to
+            # the next pending one: about one wake per connect timeout, not per connect.
+            self._heap = [entry for entry in self._heap if entry[1] != ident]
+            heapq.heapify(self._heap)
             return True
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while True:
-                    while self._heap and self._heap[0][1] not in self._pending:
-                        heapq.heappop(self._heap)  # disarmed: drop it
                     if not self._heap:
+                        self._wakes_at = math.inf
                         self._cond.wait()
                         continue
-                    delay = self._heap[0][0] - self._clock()
+                    self._wakes_at = self._heap[0][0]
+                    delay = self._wakes_at - self._clock()
                     if delay > 0:
                         self._cond.wait(delay)
                         continue
@@ -92,6 +99,7 @@ class Watchdog:
         self._heap = []
         self._pending = set()
         self._thread = None
+        self._wakes_at = math.inf
 
 
 WATCHDOG = Watchdog()
