@@ -27,6 +27,18 @@ print(json.dumps({{"open_after": kept[0].open, "wrapt": "wrapt" in sys.modules}}
 """
 
 
+def run_fresh(code: str, mariadb: Any) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (nothing hooked yet), given the server's kwargs."""
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), json.dumps(mariadb.connect_kwargs())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 @pytest.mark.parametrize(
     "imports",
     [
@@ -36,16 +48,8 @@ print(json.dumps({{"open_after": kept[0].open, "wrapt": "wrapt" in sys.modules}}
     ids=["client-imported-before", "client-imported-after"],
 )
 def test_tracking_whatever_the_import_order(mariadb: Any, imports: str) -> None:
-    code = textwrap.dedent(SCRIPT.format(imports=imports))
-    out = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(mariadb.connect_kwargs())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
-    assert result == {"open_after": False, "wrapt": True}
+    out = run_fresh(SCRIPT.format(imports=imports), mariadb)
+    assert json.loads(out.stdout) == {"open_after": False, "wrapt": True}
 
 
 def test_unused_clients_are_never_imported() -> None:
@@ -81,8 +85,7 @@ def test_module_loader_is_the_real_one_after_hooking() -> None:
 def test_closing_a_real_connection_twice_before_any_decorator_is_quiet(mariadb: Any) -> None:
     # A fresh interpreter: no decorator has run, so nothing else has installed the
     # PyMySQL close rule (whose second close() would raise "Already closed").
-    code = textwrap.dedent(
-        """
+    code = """
         import json, logging, sys
         import pymysql
         import lambda_conn
@@ -95,13 +98,6 @@ def test_closing_a_real_connection_twice_before_any_decorator_is_quiet(mariadb: 
             pass
         print(json.dumps({"open": conn.open, "close_errors": lambda_conn.stats()["close_errors"]}))
         """
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(mariadb.connect_kwargs())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_fresh(code, mariadb)
     assert json.loads(out.stdout) == {"open": False, "close_errors": 0}
     assert "close_failed" not in out.stderr
