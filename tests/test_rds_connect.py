@@ -253,13 +253,20 @@ def test_a_server_that_never_greets_cannot_hold_the_invocation(
     assert silent_server.wait_open(0) == 0  # every attempt's socket was closed
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["login", "tls-handshake"])
 def test_a_server_that_greets_late_and_stalls_cannot_hold_the_invocation(
-    mariadb: MariaDBServer,
+    mariadb: MariaDBServer, tls_mariadb: MariaDBServer, tls: bool
 ) -> None:
-    # GIVEN a peer that greets just before the deadline, then never answers the login
-    # (each socket operation alone stays inside its timeout), and 1.5 s left
-    with StallingRelay((mariadb.host, mariadb.port), greet_after=0.8) as relay:
-        rds = RDSConnector(relay.host, port=relay.port, user=mariadb.user, password="pw", tls=False)
+    # GIVEN a peer that greets just before the deadline, then never answers the login or
+    # the TLS handshake (each socket operation alone stays inside its timeout), 1.5 s left
+    server = tls_mariadb if tls else mariadb
+    with StallingRelay((server.host, server.port), greet_after=0.8) as relay:
+        tls_options: dict[str, Any] = (
+            {"ssl_ca": server.tls.ca, "verify": True} if server.tls else {"tls": False}
+        )
+        rds = RDSConnector(
+            relay.host, port=relay.port, user=server.user, password="pw", **tls_options
+        )
         started = time.monotonic()
         # WHEN connecting
         with pytest.raises(ConnectError) as info:

@@ -15,6 +15,7 @@ ends in an error the handler can report instead of a Lambda timeout.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import socket
@@ -321,19 +322,48 @@ class RDSConnector:
             **self._options,
         )
         # Per-operation timeouts alone let a server that answers each step just in time
-        # hold the login for several of them: the watchdog cuts it off as a whole.
-        handle = WATCHDOG.arm(limits.connect, functools.partial(_cut_off, conn))
+        # hold the login for several of them: the watchdog cuts it off as a whole. It
+        # shuts down a duplicate of the socket, which stays valid while PyMySQL's TLS wrap
+        # detaches the original and runs the handshake.
+        ends = time.monotonic() + limits.connect  # the TCP connect counts too
+        sock = self._open_socket(conn, limits.connect)
         try:
-            conn.connect()
+            watch = sock.dup()
+        except OSError as exc:  # EMFILE, say: nothing may leak
+            sock.close()
+            raise _cannot_connect(self.host, exc) from exc
+        left = max(ends - time.monotonic(), 0.0)
+        handle = WATCHDOG.arm(left, functools.partial(_cut_off, watch))
+        try:
+            try:
+                conn.connect(sock)
+            finally:
+                in_time = WATCHDOG.disarm(handle)
         except Exception as exc:
-            if not WATCHDOG.disarm(handle):
+            if not in_time:
                 raise _login_cut_off(self.host, self.port, limits.connect) from exc
             raise
-        if not WATCHDOG.disarm(handle):  # cut off as it finished: the socket is gone
+        finally:
+            watch.close()
+        if not in_time:  # cut off as it finished: the socket is gone
             conn._force_close()
             raise _login_cut_off(self.host, self.port, limits.connect)
         self.apply_timeouts(conn, budget)
         return conn
+
+    def _open_socket(self, conn: Any, timeout: float) -> socket.socket:
+        """The TCP connect PyMySQL would make, with its options and its error."""
+        bind = self._options.get("bind_address")
+        try:
+            sock = socket.create_connection(
+                (self.host, self.port), timeout, source_address=(bind, 0) if bind else None
+            )
+        except OSError as exc:
+            raise _cannot_connect(self.host, exc) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        conn.host_info = f"socket {self.host}:{self.port}"
+        return sock
 
     def _credential(self) -> str | None:
         if self._iam is not None:
@@ -446,18 +476,15 @@ class ReusedRDSConnection(ReusedConnection[Any]):
     __call__ = get
 
 
-def _cut_off(conn: Any) -> bool:
-    """Shut down the socket of a login that ran out of time (False: no socket yet)."""
-    for _ in range(2):  # the TLS wrap swaps conn._sock under us: look twice
-        sock = conn._sock
-        if sock is None:
-            return False
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-            return True
-        except OSError:
-            continue
-    return True  # closed already: nothing left to cut
+def _cut_off(watch: socket.socket) -> None:
+    """Wake whatever read, write or handshake the login is blocked in."""
+    with contextlib.suppress(OSError):  # the login closed it meanwhile
+        watch.shutdown(socket.SHUT_RDWR)
+
+
+def _cannot_connect(host: str, exc: OSError) -> pymysql.err.OperationalError:
+    """PyMySQL's own error for a failed TCP connect (2003: retryable)."""
+    return pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on {host!r} ({exc})")
 
 
 def _login_cut_off(host: str, port: int, limit: float) -> pymysql.err.OperationalError:

@@ -12,6 +12,7 @@ which is harmless since no attempt is pending then.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
@@ -20,11 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-#: An action returns True when it is done, False to be called again a moment later (the
-#: socket it must shut down does not exist yet).
-Action = Callable[[], bool]
-
-_RETRY_AFTER = 0.005
+Action = Callable[[], object]
 
 
 class Watchdog:
@@ -81,17 +78,11 @@ class Watchdog:
                         self._cond.wait(delay)
                         continue
                     _, ident, action = heapq.heappop(self._heap)
-                    # Under the lock, so that disarm() cannot report "not fired" for an
-                    # attempt whose socket was just shut down.
-                    try:
-                        done = action()
-                    except Exception:
-                        done = True
-                    if done:
-                        self._pending.discard(ident)
-                    else:
-                        at = self._clock() + _RETRY_AFTER
-                        heapq.heappush(self._heap, (at, ident, action))
+                    self._pending.discard(ident)
+                    # Under the lock, so that disarm() cannot report "in time" for an
+                    # attempt whose socket is being shut down.
+                    with contextlib.suppress(Exception):
+                        action()
 
     def _after_fork(self) -> None:
         # The thread did not survive the fork (multi-concurrent mode forks workers).
