@@ -428,13 +428,14 @@ class Rig:
         self.collections += 1
         self.fds.value -= self.freed_by_gc
 
-    def invoke(self, event: Any = None, leak: int = 0) -> str | None:
+    def invoke(self, event: Any = None, leak: int = 0, request_id: str = "req-1") -> str | None:
         self.fds.value += leak
-        return self.guard.check((event if event is not None else {}, Context()))
+        return self.guard.check((event if event is not None else {}, Context(request_id)))
 
 
 class Context:
-    aws_request_id = "req-1"
+    def __init__(self, request_id: str = "req-1") -> None:
+        self.aws_request_id = request_id
 
 
 def test_fd_leak_recycles_once_over_the_limit_after_a_gc() -> None:
@@ -450,6 +451,9 @@ def test_fd_leak_recycles_once_over_the_limit_after_a_gc() -> None:
     assert fields["baseline"] == 10 and fields["invocations"] == 12
     assert fields["request_id"] == "req-1" and fields["trigger"] == REQUEST
     assert "Runtime.ExitError" in fields["expect"] and "deferred_by" not in fields
+    # A second check in the same invocation (another guard, a per-record call) leaves the
+    # armed recycle alone: the post that ends the process comes after it.
+    assert rig.invoke(leak=1) is None and rig.recycler.armed
 
 
 def test_an_armed_recycle_whose_post_never_came_is_said_once_then_reported(
@@ -458,13 +462,13 @@ def test_an_armed_recycle_whose_post_never_came_is_said_once_then_reported(
     # GIVEN a recycle armed after an invocation, and a runtime whose post never reached
     # the hook (the process is still alive at the next check)
     rig = Rig(fd_limit=20, jitter=0)
-    rig.invoke()
-    rig.invoke(leak=11)
+    rig.invoke(request_id="req-1")
+    rig.invoke(leak=11, request_id="req-2")
     assert rig.recycler.armed
     # WHEN the next invocations end over the limit (past the one-report-a-minute limit)
     rig.clock.now += 61
     with caplog.at_level(logging.WARNING, logger="lambda_conn"):
-        results = [rig.invoke(leak=1) for _ in range(3)]
+        results = [rig.invoke(leak=1, request_id=f"req-{n}") for n in range(3, 6)]
     # THEN one line says the hook was missed, and the guard reports instead of re-arming
     missed = [r for r in caplog.records if "recycle_hook_missed" in r.getMessage()]
     assert len(missed) == 1

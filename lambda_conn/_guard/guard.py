@@ -119,6 +119,7 @@ class HealthGuard:
         self._last_report: float | None = None
         self._failed = False
         self._hook_broken = False
+        self._armed_for: str | None = None  # the request whose post is to end the process
         hard = config.hard_ceiling
         self.ceilings: dict[str, int | None] = {
             "fd": math.floor(platform.fd_rlimit * hard) if config.fd_limit else None,
@@ -170,6 +171,9 @@ class HealthGuard:
     def _check(self, args: tuple[Any, ...]) -> str | None:
         self.invocations += 1
         if self._recycler.is_armed():
+            request_id = _request_id(args)
+            if self._armed_for is None or request_id in (None, self._armed_for):
+                return None  # armed during this very invocation: its post comes next
             self._hook_missed()
         measured = self._measure() if self.started else self._start()
         breach = self._breach(measured)
@@ -187,14 +191,18 @@ class HealthGuard:
             if breach is None:
                 return None
             action, deferred_by = self._decide(breach, trigger)
-        if action == "recycle" and not self._recycler.arm():
-            action, deferred_by = "report", "no_runtime_hook"
+        if action == "recycle":
+            if self._recycler.arm():
+                self._armed_for = _request_id(args)
+            else:
+                action, deferred_by = "report", "no_runtime_hook"
         self._act(action, deferred_by, breach, measured, trigger, args)
         return action
 
     def _hook_missed(self) -> None:
         """Armed after the last invocation, yet the process lives: the post never reached
         our hook (an awslambdaric that posts some other way). Say so once, then report."""
+        self._armed_for = None
         disarm = getattr(self._recycler, "disarm", None)
         if callable(disarm):
             disarm()
@@ -330,6 +338,11 @@ class HealthGuard:
             # What the platform will show: the answered request gets Runtime.ExitError.
             fields["expect"] = "Runtime.ExitError after the response was delivered"
         self._emit(action, fields, self.platform.function_name, self.platform.in_lambda)
+
+
+def _request_id(args: tuple[Any, ...]) -> str | None:
+    request_id = getattr(event_and_context(args)[1], "aws_request_id", None)
+    return request_id if isinstance(request_id, str) else None
 
 
 def event_and_context(args: tuple[Any, ...]) -> tuple[Any, Any]:
