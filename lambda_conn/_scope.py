@@ -6,6 +6,7 @@ nested scope collects only what is opened while it is the innermost one.
 
 from __future__ import annotations
 
+import itertools
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from lambda_conn._stats import counters
 T = TypeVar("T")
 
 _current: ContextVar[Scope | None] = ContextVar("lambda_conn_scope", default=None)
+_serials = itertools.count(1)
 
 LEAK_ACTIONS = ("report", "raise", "ignore")
 
@@ -23,12 +25,15 @@ LEAK_ACTIONS = ("report", "raise", "ignore")
 class Scope:
     """Connections opened during one invocation (or one ``with managed_connection()`` block)."""
 
-    __slots__ = ("_resources", "clients", "on_leak")
+    __slots__ = ("_resources", "clients", "on_leak", "serial")
 
     def __init__(self, clients: frozenset[str] | None = None, on_leak: str = "report") -> None:
         self._resources: dict[int, tuple[Any, Kind]] = {}
         self.clients = clients
         self.on_leak = on_leak
+        # Unique for the life of the process, unlike id(): a mark left on a long-lived
+        # object (a pool) never matches a later scope that reuses this one's memory.
+        self.serial = next(_serials)
 
     def __repr__(self) -> str:
         kinds = [kind.name for _, kind in self._resources.values()]

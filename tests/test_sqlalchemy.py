@@ -161,3 +161,31 @@ def test_clients_without_sqlalchemy_still_close_raw_pymysql_under_an_engine(
 
     handler({}, None)
     assert mariadb.wait_for_sessions(before) == before
+
+
+@pytest.mark.parametrize("clients", ["all", ["pymysql"]])
+def test_an_engine_built_lazily_in_the_first_invocation_keeps_working(
+    mariadb: Any, clients: Any
+) -> None:
+    # GIVEN the common "global engine, built on first use" pattern
+    holder: dict[str, Any] = {}
+    before = len(mariadb.client_sessions())
+
+    @managed_connection(clients=clients)
+    def handler(event: object, context: object) -> int:
+        if "engine" not in holder:
+            holder["engine"] = sa.create_engine(mariadb.url())
+        with holder["engine"].connect() as conn:
+            return int(conn.execute(sa.text("SELECT 1")).scalar_one())
+
+    # THEN every invocation works: the first one's pool was disposed, never closed under
+    # it; from then on the engine is a global like a module-level one, whose pool keeps
+    # its one connection (bounded, never one more per invocation)
+    try:
+        assert handler({}, None) == 1
+        assert mariadb.wait_for_sessions(before) == before
+        for _ in range(3):
+            assert handler({}, None) == 1
+            assert mariadb.wait_for_sessions(before + 1) == before + 1
+    finally:
+        holder["engine"].dispose()

@@ -8,6 +8,7 @@ unknown state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -15,22 +16,28 @@ from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
 from lambda_conn._scope import _current
 
-_POOL_SCOPE = "_lambda_conn_scope"  # id of the scope a pool was built in
+_POOL_SCOPE = "_lambda_conn_scope"  # serial of the scope a pool was built in
 
 
-class _OwnedEngine:
-    """An Engine created inside a scope, with the connections checked out of its pool.
+class _OwnedPool:
+    """A pool the scope answers for, with the connections checked out of it meanwhile.
 
-    The pool is disposed only if it was built in the same scope: an Engine made per
-    invocation over a module-level ``pool=`` must leave that pool's connections alone.
+    ``dispose`` is how its checked-in connections are closed at the end of the scope, or
+    None when the pool is not the scope's: an Engine made per invocation over a
+    module-level ``pool=`` must leave that pool's connections alone.
     """
 
-    __slots__ = ("checked_out", "engine", "owns_pool")
+    __slots__ = ("checked_out", "dispose", "pool", "url")
 
-    def __init__(self, engine: Any, owns_pool: bool) -> None:
-        self.engine = engine
-        self.owns_pool = owns_pool
+    def __init__(self, pool: Any, dispose: Callable[[], Any] | None, url: Any = None) -> None:
+        from sqlalchemy import event
+
+        self.pool = pool
+        self.dispose = dispose
+        self.url = url
         self.checked_out: dict[int, Any] = {}
+        event.listen(pool, "checkout", self.on_checkout)
+        event.listen(pool, "checkin", self.on_checkin)
 
     def on_checkout(self, dbapi_conn: Any, record: Any, proxy: Any) -> None:
         self.checked_out[id(record)] = proxy
@@ -39,10 +46,10 @@ class _OwnedEngine:
         self.checked_out.pop(id(record), None)
 
 
-def _close_engine(owned: _OwnedEngine) -> None:
+def _close_owned(owned: _OwnedPool) -> None:
     from sqlalchemy import event
 
-    pool = owned.engine.pool
+    pool = owned.pool
     try:
         for proxy in list(owned.checked_out.values()):
             if proxy.dbapi_connection is not None:
@@ -52,27 +59,31 @@ def _close_engine(owned: _OwnedEngine) -> None:
         for name, listener in (("checkout", owned.on_checkout), ("checkin", owned.on_checkin)):
             if event.contains(pool, name, listener):
                 event.remove(pool, name, listener)
-        if owned.owns_pool:
-            owned.engine.dispose()
+        if owned.dispose is not None:
+            owned.dispose()
 
 
-def _engine_is_open(owned: _OwnedEngine) -> bool:
+def _owned_is_open(owned: _OwnedPool) -> bool:
     held = any(proxy.dbapi_connection is not None for proxy in owned.checked_out.values())
-    return held or (owned.owns_pool and bool(owned.engine.pool.checkedin()))
+    return held or (owned.dispose is not None and bool(owned.pool.checkedin()))
 
 
-def _engine_remote(owned: _OwnedEngine) -> list[str]:
-    url = owned.engine.url
+def _url_remote(url: Any) -> list[str]:
+    if url is None:
+        return []
     return [f"{url.host}:{url.port}"] if url.host else [str(url.drivername)]
 
 
 ENGINE = Kind(
     "sqlalchemy.Engine",
     "sqlalchemy",
-    close=_close_engine,
-    is_open=_engine_is_open,
-    remote=_engine_remote,
+    close=_close_owned,
+    is_open=_owned_is_open,
+    remote=lambda owned: _url_remote(owned.url),
 )
+# A pool built in a scope that does not track SQLAlchemy (``clients=["pymysql"]``): the
+# scope disposes it rather than closing its driver connections under it.
+POOL = Kind("sqlalchemy.Pool", "sqlalchemy", close=_close_owned, is_open=_owned_is_open)
 
 
 def _close_connection(conn: Any) -> None:
@@ -90,7 +101,7 @@ CONNECTION = Kind(
     "sqlalchemy",
     close=_close_connection,
     is_open=lambda conn: not conn.closed,
-    remote=lambda conn: _engine_remote(_OwnedEngine(conn.engine, owns_pool=False)),
+    remote=lambda conn: _url_remote(conn.engine.url),
 )
 
 
@@ -104,39 +115,33 @@ def _close_session(session: Any) -> None:
 SESSION = Kind("sqlalchemy.orm.Session", "sqlalchemy", close=_close_session)
 
 
-def _own_engine(engine: Any) -> _OwnedEngine:
-    from sqlalchemy import event
-
+def _own_engine(engine: Any) -> _OwnedPool:
     scope = _current.get()
-    owned = _OwnedEngine(engine, owns_pool=engine.pool.__dict__.get(_POOL_SCOPE) == id(scope))
-    event.listen(engine.pool, "checkout", owned.on_checkout)
-    event.listen(engine.pool, "checkin", owned.on_checkin)
-    return owned
+    built_here = scope is not None and engine.pool.__dict__.get(_POOL_SCOPE) == scope.serial
+    return _OwnedPool(engine.pool, engine.dispose if built_here else None, engine.url)
 
 
 def _mark_pool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A pool built in a scope is that scope's: its Engine disposes it, or, where the
+    scope does not track SQLAlchemy (``clients=["pymysql"]``), the scope itself does."""
     wrapped(*args, **kwargs)
     scope = _current.get()
     if scope is not None:
-        instance.__dict__[_POOL_SCOPE] = id(scope)
+        instance.__dict__[_POOL_SCOPE] = scope.serial
+        if not scope.tracks("sqlalchemy"):
+            scope.register(_OwnedPool(instance, instance.dispose), POOL)
 
 
 def _pool_made_connection(dbapi_conn: Any, record: Any) -> None:
     """A pool made a DBAPI connection: it belongs to the pool, not to the scope.
 
-    Except where the pool itself was built in this scope and the scope does not track
-    SQLAlchemy (``clients=["pymysql"]``): nothing would dispose that pool, so the driver's
-    own tracking closes its connections. A module-level Engine's pool keeps them, whatever
-    the scope tracks: closing them would break the next invocation's checkout.
+    The driver's own tracking would close it under the pool, and the next checkout of a
+    module-level (or lazily built, global) Engine would get a dead connection; what was
+    built in the scope is disposed with its pool instead.
     """
     scope = _current.get()
-    if scope is None:
-        return
-    if not scope.tracks("sqlalchemy"):
-        pool = getattr(record, "_ConnectionRecord__pool", None)
-        if pool is not None and pool.__dict__.get(_POOL_SCOPE) == id(scope):
-            return
-    scope.forget(dbapi_conn)
+    if scope is not None:
+        scope.forget(dbapi_conn)
 
 
 def patch_engine(sqlalchemy: ModuleType) -> None:
@@ -152,7 +157,7 @@ def patch_engine(sqlalchemy: ModuleType) -> None:
     wrapt.wrap_function_wrapper(module, "Connection.__init__", tracker("sqlalchemy", CONNECTION))
     event.listen(Pool, "connect", _pool_made_connection)
     wrapt.wrap_function_wrapper(pool_base, "Pool.__init__", _mark_pool)
-    register_kind(_OwnedEngine, ENGINE)
+    register_kind(_OwnedPool, ENGINE)
     register_kind(module.Connection, CONNECTION)
 
 
