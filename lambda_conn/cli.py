@@ -105,13 +105,15 @@ def _check_output(parser: argparse.ArgumentParser, option: str, path: str | None
     """Fail before the soak, not after N invocations, on a path that cannot be written."""
     if not path:
         return
+    if os.path.exists(path):  # /dev/stdout, a pipe, a file in a read-only directory
+        if os.path.isdir(path) or not os.access(path, os.W_OK):
+            parser.error(f"argument {option}: {path!r} is not accepted: not a writable file")
+        return
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         parser.error(f"argument {option}: {path!r} is not accepted: no directory {directory!r}")
-    if not os.access(directory, os.W_OK) or (
-        os.path.exists(path) and (os.path.isdir(path) or not os.access(path, os.W_OK))
-    ):
-        parser.error(f"argument {option}: {path!r} is not accepted: not a writable file")
+    if not os.access(directory, os.W_OK):
+        parser.error(f"argument {option}: {path!r} is not accepted: {directory!r} is read-only")
 
 
 def _run_soak(args: argparse.Namespace) -> int:

@@ -34,15 +34,18 @@ _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
-def _limit_fds_and_die_with_supervisor() -> None:
+def _limit_fds_and_die_with_supervisor(supervisor: int) -> None:
     """Pre-exec: Lambda's descriptor limit, and SIGKILL when the supervisor dies.
 
     Without the second, a supervisor killed or ended by ``os._exit`` leaves a frozen
     runtime stopped for ever, or a running one spinning. Only for a runtime started from
     the main thread: the kernel sends the signal when the *thread* that forked exits.
+    A supervisor that died before the prctl took effect is caught by the ppid check.
     """
     _LIMIT_FDS()
     _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != supervisor:
+        os._exit(1)
 
 
 _SETTLE_S = 0.05
@@ -102,7 +105,7 @@ class ExecutionEnvironment:
                 stdout=self._output,
                 stderr=self._output,
                 start_new_session=True,
-                preexec_fn=_limit_fds_and_die_with_supervisor
+                preexec_fn=functools.partial(_limit_fds_and_die_with_supervisor, os.getpid())
                 if threading.current_thread() is threading.main_thread()
                 else _LIMIT_FDS,
             )

@@ -122,6 +122,7 @@ def test_handler_dir_option_is_the_task_root(write_handler, tmp_path):
         (["soak", "app:ok", "-n", "1", "--json", "/nonexistent/o.json"], ["--json", "no dir"]),
         (["soak", "app:ok", "-n", "1", "--plot", "/nonexistent/o.svg"], ["--plot", "no dir"]),
         (["soak", "app:ok", "-n", "1", "--logs", "/nonexistent/x.log"], ["--logs", "no dir"]),
+        (["soak", "app:ok", "-n", "1", "--json", "/tmp"], ["--json", "not a writable file"]),
         ([], ["COMMAND"]),
     ],
 )
@@ -145,6 +146,16 @@ def test_a_png_plot_needs_matplotlib_and_says_so_before_the_soak(write_handler, 
     else:
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_existing_writable_outputs_are_accepted_even_in_read_only_directories(
+    write_handler, tmp_path
+):
+    root = write_handler("app", HANDLERS)
+    result = run(
+        "soak", "app:ok", "-n", "1", "--logs", "/dev/null", "--json", "/dev/null", cwd=root
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_successful_responses_are_dropped_unless_kept(write_handler, tmp_path):

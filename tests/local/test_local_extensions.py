@@ -181,8 +181,8 @@ def test_the_invoke_ends_and_freezes_only_when_every_extension_is_done(
     assert [r.response["done"] for r in records] == [0, 1, 2, 3]
     for record in records:
         assert record.outcome == "ok"
-        assert record.response_ms is not None and record.response_ms < 250
-        assert record.duration_ms >= 290
+        assert record.response_ms is not None
+        assert record.duration_ms >= 290 and record.response_ms < record.duration_ms - 200
 
 
 def test_init_waits_for_every_extension_to_call_event_next(write_handler, make_lambda, tmp_path):
