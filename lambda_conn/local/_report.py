@@ -32,6 +32,10 @@ class SoakSummary:
     resets: int
     p50_ms: float | None
     p99_ms: float | None
+    #: When the caller had its answer: work after the response (an extension's, say)
+    #: counts in the duration, not here.
+    response_p50_ms: float | None
+    response_p99_ms: float | None
     peak_fds: int | None
     peak_rss_bytes: int | None
 
@@ -51,6 +55,7 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
 def summarize(records: Sequence[InvocationRecord]) -> SoakSummary:
     failures = Counter(r.error_type or r.outcome for r in records if not r.ok)
     durations = [r.duration_ms for r in records]
+    responses = [r.response_ms for r in records if r.response_ms is not None]
     fds = [r.fd_count for r in records if r.fd_count is not None]
     rss = [r.rss_bytes for r in records if r.rss_bytes is not None]
     return SoakSummary(
@@ -63,6 +68,8 @@ def summarize(records: Sequence[InvocationRecord]) -> SoakSummary:
         resets=sum(r.recycled for r in records),
         p50_ms=percentile(durations, 50),
         p99_ms=percentile(durations, 99),
+        response_p50_ms=percentile(responses, 50),
+        response_p99_ms=percentile(responses, 99),
         peak_fds=max(fds, default=None),
         peak_rss_bytes=max(rss, default=None),
     )
@@ -89,6 +96,8 @@ def format_table(
         ("environment resets", str(summary.resets)),
         ("duration p50", _ms(summary.p50_ms)),
         ("duration p99", _ms(summary.p99_ms)),
+        ("response p50 (caller)", _ms(summary.response_p50_ms)),
+        ("response p99 (caller)", _ms(summary.response_p99_ms)),
         (
             "peak descriptors",
             "-" if summary.peak_fds is None else f"{summary.peak_fds} / {FD_LIMIT}",

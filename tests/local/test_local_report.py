@@ -53,8 +53,11 @@ def test_summary_counts_failures_by_type_and_recycles():
     assert summary.failures_by_type == {"ValueError": 1, "Sandbox.Timedout": 1}
     assert (summary.cold_starts, summary.recycles, summary.resets) == (2, 1, 2)
     assert summary.peak_fds == 8 and summary.peak_rss_bytes == 23 * 2**20
+    # durations run 1..5 ms; the caller had each answer after 0.5 ms
+    assert (summary.p50_ms, summary.response_p50_ms, summary.response_p99_ms) == (3.0, 0.5, 0.5)
     table = format_table(summary, rate=123.4, memory_mb=128)
     assert "ValueError" in table and "123 invocations/s" in table and "/ 128 MB" in table
+    assert "response p50 (caller)" in table and "0.50 ms" in table
 
 
 def test_svg_is_well_formed_and_decimates_long_soaks():
