@@ -145,3 +145,37 @@ def test_decorator_form_and_repr_hide_credentials(mariadb: Any) -> None:
 def test_bad_options(options: dict[str, Any], setting: str) -> None:
     with pytest.raises(ConfigurationError, match=setting):
         ReusedConnection(lambda: None, **options)
+
+
+def test_a_normal_interpreter_exit_closes_reused_connections_cleanly(mariadb: Any) -> None:
+    import json
+    import subprocess
+    import sys
+
+    # GIVEN a process that keeps a reused connection and then simply ends (no SIGTERM)
+    code = (
+        "import json, sys, pymysql\n"
+        "from lambda_conn import managed_connection, reused_connection\n"
+        "db = reused_connection(lambda: pymysql.connect(**json.loads(sys.argv[1])))\n"
+        "@managed_connection\n"
+        "def handler(event, context):\n"
+        "    with db().cursor() as cur:\n"
+        "        cur.execute('SELECT CONNECTION_ID()')\n"
+        "        return cur.fetchone()[0]\n"
+        "print(handler({}, None))\n"
+    )
+    aborted = int(mariadb.query("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1])
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(mariadb.connect_kwargs())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    session = int(out.stdout)
+    # THEN the server saw a COM_QUIT: the session is gone, and no client was aborted
+    deadline = time.monotonic() + 5
+    while session in {s["id"] for s in mariadb.client_sessions()} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert session not in {s["id"] for s in mariadb.client_sessions()}
+    assert int(mariadb.query("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1]) == aborted
