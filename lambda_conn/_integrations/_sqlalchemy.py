@@ -17,6 +17,7 @@ from lambda_conn._kinds import Kind, register_kind
 from lambda_conn._scope import _current
 
 _POOL_SCOPE = "_lambda_conn_scope"  # serial of the scope a pool was built in
+_DRIVERS = ("pymysql", "psycopg")  # clients whose connections a pool may hold
 
 
 class _OwnedPool:
@@ -128,7 +129,7 @@ def _mark_pool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
     scope = _current.get()
     if scope is not None:
         instance.__dict__[_POOL_SCOPE] = scope.serial
-        if not scope.tracks("sqlalchemy"):
+        if not scope.tracks("sqlalchemy") and any(map(scope.tracks, _DRIVERS)):
             scope.register(_OwnedPool(instance, instance.dispose), POOL)
 
 
