@@ -164,7 +164,7 @@ def test_a_normal_interpreter_exit_closes_reused_connections_cleanly(mariadb: An
         "        return cur.fetchone()[0]\n"
         "print(handler({}, None))\n"
     )
-    aborted = int(mariadb.query("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1])
+    aborted = mariadb.aborted_clients()
     out = subprocess.run(
         [sys.executable, "-c", code, json.dumps(mariadb.connect_kwargs())],
         capture_output=True,
@@ -174,8 +174,5 @@ def test_a_normal_interpreter_exit_closes_reused_connections_cleanly(mariadb: An
     )
     session = int(out.stdout)
     # THEN the server saw a COM_QUIT: the session is gone, and no client was aborted
-    deadline = time.monotonic() + 5
-    while session in {s["id"] for s in mariadb.client_sessions()} and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert session not in {s["id"] for s in mariadb.client_sessions()}
-    assert int(mariadb.query("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1]) == aborted
+    assert mariadb.wait_session_gone(session)
+    assert mariadb.aborted_clients() == aborted

@@ -7,7 +7,6 @@ is: the session is gone and ``Aborted_clients`` did not move.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -43,19 +42,6 @@ REUSED_DB = """
 THREAD_POLLING = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.12"}
 
 
-def aborted_clients(mariadb: Any) -> int:
-    return int(mariadb.query("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1])
-
-
-def session_gone(mariadb: Any, session: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if session not in {s["id"] for s in mariadb.client_sessions()}:
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def db_env(mariadb: Any) -> dict[str, str]:
     kwargs = mariadb.connect_kwargs()
     return {
@@ -75,15 +61,15 @@ def test_sigterm_closes_the_reused_connection_cleanly(make_function: Any, mariad
     session = first.response["session"]
     assert second.response["session"] == session  # one connection, kept across invocations
     assert session in {s["id"] for s in mariadb.client_sessions()}
-    aborted = aborted_clients(mariadb)
+    aborted = mariadb.aborted_clients()
     # WHEN Lambda spins the environment down (thaw, SIGTERM, SIGKILL after 500 ms)
     record = fn.fn.shutdown()
     # THEN SIGTERM was sent (our extension registered), the runtime exited within the grace,
     assert record is not None and record.extensions == 1 and record.sigterm_sent
     assert record.exited_within_grace and record.exit_status == 0
     # AND the server saw a clean quit: the session is gone and no client was aborted
-    assert session_gone(mariadb, session)
-    assert aborted_clients(mariadb) == aborted
+    assert mariadb.wait_session_gone(session)
+    assert mariadb.aborted_clients() == aborted
 
 
 def test_without_graceful_shutdown_the_session_is_aborted(make_function: Any, mariadb: Any) -> None:
@@ -91,12 +77,12 @@ def test_without_graceful_shutdown_the_session_is_aborted(make_function: Any, ma
     env = {"FD_HEALTH_LIMIT": "50%", "HEALTH_GRACEFUL_SHUTDOWN": "off"}
     fn = make_function(REUSED_DB, env={**env, **THREAD_POLLING, **db_env(mariadb)})
     session = fn.invoke({}).response["session"]
-    aborted = aborted_clients(mariadb)
+    aborted = mariadb.aborted_clients()
     # WHEN it is spun down  THEN Lambda SIGKILLs it and the server counts an aborted client
     record = fn.fn.shutdown()
     assert record is not None and record.extensions == 0 and not record.sigterm_sent
-    assert session_gone(mariadb, session)
-    assert aborted_clients(mariadb) == aborted + 1
+    assert mariadb.wait_session_gone(session)
+    assert mariadb.aborted_clients() == aborted + 1
 
 
 def test_recycle_closes_the_reused_connection_before_exiting(
@@ -105,12 +91,12 @@ def test_recycle_closes_the_reused_connection_before_exiting(
     # GIVEN a recycle due after every second invocation
     env = {"HEALTH_MAX_INVOCATIONS": "2", "HEALTH_MIN_LIFETIME": "0", "HEALTH_JITTER": "0"}
     fn = make_function(REUSED_DB, env={**env, **db_env(mariadb)})
-    aborted = aborted_clients(mariadb)
+    aborted = mariadb.aborted_clients()
     records = [fn.invoke({}) for _ in range(4)]
     # THEN two environments, each exited after its second response, quitting cleanly
     assert [r.outcome for r in records] == ["ok"] * 4
     assert [r.exited_after_response for r in records] == [False, True, False, True]
     sessions = {r.response["session"] for r in records}
     assert len(sessions) == 2
-    assert all(session_gone(mariadb, s) for s in sessions)
-    assert aborted_clients(mariadb) == aborted
+    assert all(mariadb.wait_session_gone(s) for s in sessions)
+    assert mariadb.aborted_clients() == aborted

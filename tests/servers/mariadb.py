@@ -627,6 +627,19 @@ class MariaDBServer(PrivateServer):
         """Poll until exactly ``n`` sessions of ``user`` exist; returns the last count."""
         return wait_for_count(lambda: len(self.client_sessions(user)), n, timeout)
 
+    def aborted_clients(self) -> int:
+        """``Aborted_clients``: sessions that ended without a COM_QUIT (a killed process)."""
+        return int(self.query("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1])
+
+    def wait_session_gone(self, session_id: int, timeout: float = 5.0) -> bool:
+        """Poll until session ``session_id`` has ended; False if it is still there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if session_id not in {s["id"] for s in self.client_sessions(None)}:
+                return True
+            time.sleep(0.01)
+        return False
+
     def wait_threads_connected(self, n: int, timeout: float = 5.0) -> int:
         """Like :meth:`wait_for_sessions` for :meth:`threads_connected`."""
         return wait_for_count(self.threads_connected, n, timeout)
