@@ -186,7 +186,7 @@ def _write_png(records: Sequence[InvocationRecord], path: str, title: str) -> No
     top.set_ylabel("open descriptors")
     bottom.plot(
         idx,
-        [None if r.rss_bytes is None else r.rss_bytes / 2**20 for r in records],
+        [rss_mb(r) for r in records],
         color="#2ca02c",
     )
     bottom.set_ylabel("RSS (MB)")
