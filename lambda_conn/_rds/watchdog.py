@@ -29,10 +29,13 @@ class Watchdog:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, Action]] = []
-        self._pending: set[int] = set()
         self._ids = itertools.count()
+        self._start_empty()
+
+    def _start_empty(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        # The attempts under way (a handful): an entry leaves when disarmed or run.
+        self._heap: list[tuple[float, int, Action]] = []
         self._thread: threading.Thread | None = None
         self._wakes_at = math.inf  # when the thread's current wait ends by itself
 
@@ -41,7 +44,6 @@ class Watchdog:
         with self._cond:
             ident = next(self._ids)
             heapq.heappush(self._heap, (self._clock() + seconds, ident, action))
-            self._pending.add(ident)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="lambda_conn-connect-watchdog", daemon=True
@@ -54,14 +56,14 @@ class Watchdog:
     def disarm(self, ident: int) -> bool:
         """Cancel an action; False if it already ran (the attempt was cut off)."""
         with self._cond:
-            if ident not in self._pending:
-                return False
-            self._pending.discard(ident)
-            # Out of the heap at once (it holds the attempts under way: a handful), so
-            # the thread, when it wakes for a time that no longer matters, sleeps on to
-            # the next pending one: about one wake per connect timeout, not per connect.
-            self._heap = [entry for entry in self._heap if entry[1] != ident]
-            heapq.heapify(self._heap)
+            # Out of the heap at once, so the thread, when it wakes for a time that no
+            # longer matters, sleeps on to the next pending one: about one wake per
+            # connect timeout, not per connect.
+            remaining = [entry for entry in self._heap if entry[1] != ident]
+            if len(remaining) == len(self._heap):
+                return False  # already run
+            heapq.heapify(remaining)
+            self._heap = remaining
             return True
 
     def _run(self) -> None:
@@ -77,8 +79,7 @@ class Watchdog:
                     if delay > 0:
                         self._cond.wait(delay)
                         continue
-                    _, ident, action = heapq.heappop(self._heap)
-                    self._pending.discard(ident)
+                    _, _, action = heapq.heappop(self._heap)
                     # Under the lock, so that disarm() cannot report "in time" for an
                     # attempt whose socket is being shut down.
                     with contextlib.suppress(Exception):
@@ -86,11 +87,7 @@ class Watchdog:
 
     def _after_fork(self) -> None:
         # The thread did not survive the fork (multi-concurrent mode forks workers).
-        self._cond = threading.Condition(threading.Lock())
-        self._heap = []
-        self._pending = set()
-        self._thread = None
-        self._wakes_at = math.inf
+        self._start_empty()
 
 
 WATCHDOG = Watchdog()
