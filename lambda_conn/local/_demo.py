@@ -17,7 +17,6 @@ from typing import IO, Any
 
 from lambda_conn.local._plot import render_svg, rss_mb
 from lambda_conn.local._progress import ProgressBar
-from lambda_conn.local._report import summarize
 from lambda_conn.local._soak import SoakReport, soak
 
 CASES: tuple[tuple[str, str, dict[str, str]], ...] = (
@@ -124,7 +123,7 @@ def _reachable(dsn: str, out: IO[str]) -> bool:
 
 
 def _row(title: str, report: SoakReport, peak_sessions: int | None) -> list[str]:
-    summary = summarize(report.records)
+    summary = report.summary
     first_failure = next((r for r in report.records if not r.ok), None)
     failures = ", ".join(f"{n} {kind}" for kind, n in sorted(summary.failures_by_type.items()))
     return [
