@@ -4,15 +4,16 @@
 client, no asyncio, no wrapt. Names other than the decorator load on first use.
 """
 
-from typing import TYPE_CHECKING as _TYPE_CHECKING
-
+# No `from __future__ import annotations` here: it would export `annotations`, and the
+# annotations below need no typing at run time anyway.
 from lambda_conn._errors import ConfigurationError, LambdaConnError, LeakError
 from lambda_conn._managed import CLIENTS, ManagedConnection, managed_connection
 from lambda_conn._scope import Scope, current_scope, register, untracked
 from lambda_conn._stats import stats
 from lambda_conn._version import __version__
 
-if _TYPE_CHECKING:
+TYPE_CHECKING = False  # not typing's: `typing` is not imported at run time
+if TYPE_CHECKING:
     from lambda_conn._guard.decorator import health_guard
     from lambda_conn._guard.factory import enable_graceful_shutdown
     from lambda_conn._liveness import connection_alive
@@ -26,6 +27,7 @@ if _TYPE_CHECKING:
         ManagedConnectionASGIMiddleware,
         ManagedConnectionWSGIMiddleware,
     )
+del TYPE_CHECKING
 
 __all__ = [
     "CLIENTS",

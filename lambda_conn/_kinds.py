@@ -6,10 +6,10 @@ its own ``aclose()`` / ``close()`` / ``dispose()``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from typing import Any
 
 
 def _never_open(obj: Any) -> bool:

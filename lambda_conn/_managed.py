@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from lambda_conn import _tracking
 from lambda_conn._errors import ConfigurationError
@@ -12,9 +11,13 @@ from lambda_conn._kinds import is_closeable, is_registered_kind, kind_of
 from lambda_conn._scope import LEAK_ACTIONS, Scope, _close_failed, _current
 from lambda_conn._stats import counters
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if not TYPE_CHECKING:  # no `typing` at run time: see _runtime_typing
+    from lambda_conn._runtime_typing import Generic, TypeVar, overload
+else:
     from collections.abc import Callable, Iterable
     from types import TracebackType
+    from typing import Any, Generic, TypeVar, overload
 
 F = TypeVar("F", bound="Callable[..., Any]")
 C = TypeVar("C")

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import itertools
 from contextvars import ContextVar
-from typing import Any, TypeVar
 
 from lambda_conn._errors import LambdaConnError, LeakError
 from lambda_conn._kinds import Kind, kind_of
 from lambda_conn._stats import counters
+
+TYPE_CHECKING = False
+if not TYPE_CHECKING:  # no `typing` at run time: see _runtime_typing
+    from lambda_conn._runtime_typing import TypeVar
+else:
+    from typing import Any, TypeVar
 
 T = TypeVar("T")
 

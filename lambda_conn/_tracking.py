@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from importlib.machinery import ModuleSpec
     from types import ModuleType
+    from typing import Any
 
 # Top-level package -> "integration_module:function" that patches it. We hook packages, not
 # submodules: a package's own __init__ must have finished before we touch it (SQLAlchemy
