@@ -23,7 +23,7 @@ F = TypeVar("F", bound="Callable[..., Any]")
 C = TypeVar("C")
 
 CLIENTS = ("pymysql", "sqlalchemy", "requests", "urllib3", "httpx", "psycopg")
-_open_blocks: ContextVar[tuple[tuple[Any, Scope, Any], ...]] = ContextVar(
+_open_blocks: ContextVar[tuple[tuple[Any, Scope], ...]] = ContextVar(
     "lambda_conn_open_blocks", default=()
 )
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect at cold start
@@ -107,45 +107,15 @@ class ManagedConnection:
 
             @functools.wraps(handler)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                before = snapshot() if audit else None
-                scope = Scope(clients, on_leak)
-                outermost = _current.get() is None
-                token = _current.set(scope)
-                try:
-                    result = await handler(*args, **kwargs)
-                except BaseException:
-                    _current.reset(token)
-                    await scope.aclose(handler_failed=True)
-                    _after_invocation(guard, args, before, outermost)
-                    raise
-                _current.reset(token)
-                try:
-                    await scope.aclose()
-                finally:
-                    _after_invocation(guard, args, before, outermost)
-                return result
+                after = _AfterInvocation(guard, args, snapshot() if audit else None)
+                return await Scope(clients, on_leak, after).arun(handler, *args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(handler)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            before = snapshot() if audit else None
-            scope = Scope(clients, on_leak)
-            outermost = _current.get() is None
-            token = _current.set(scope)
-            try:
-                result = handler(*args, **kwargs)
-            except BaseException:
-                _current.reset(token)
-                scope.close(handler_failed=True)
-                _after_invocation(guard, args, before, outermost)
-                raise
-            _current.reset(token)
-            try:
-                scope.close()
-            finally:
-                _after_invocation(guard, args, before, outermost)
-            return result
+            after = _AfterInvocation(guard, args, snapshot() if audit else None)
+            return Scope(clients, on_leak, after).run(handler, *args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 
@@ -154,18 +124,17 @@ class ManagedConnection:
     # overlapping `with` blocks in several tasks or threads.
     def __enter__(self) -> Scope:
         _tracking.install()
-        scope = Scope(self.clients, self.on_leak)
-        token = _current.set(scope)
-        _open_blocks.set((*_open_blocks.get(), (self, scope, token)))
+        scope = Scope(self.clients, self.on_leak).enter()
+        _open_blocks.set((*_open_blocks.get(), (self, scope)))
         return scope
 
-    def _pop(self) -> tuple[Scope, Any]:
+    def _pop(self) -> Scope:
         blocks = _open_blocks.get()
         for index in range(len(blocks) - 1, -1, -1):
-            owner, scope, token = blocks[index]
+            owner, scope = blocks[index]
             if owner is self:
                 _open_blocks.set(blocks[:index] + blocks[index + 1 :])
-                return scope, token
+                return scope
         raise RuntimeError("managed_connection: __exit__ without a matching __enter__")
 
     def __exit__(
@@ -174,9 +143,7 @@ class ManagedConnection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        scope, token = self._pop()
-        _current.reset(token)
-        scope.close(handler_failed=exc_type is not None)
+        self._pop().exit(failed=exc_type is not None)
 
     async def __aenter__(self) -> Scope:
         return self.__enter__()
@@ -187,21 +154,28 @@ class ManagedConnection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        scope, token = self._pop()
-        _current.reset(token)
-        await scope.aclose(handler_failed=exc_type is not None)
+        await self._pop().aexit(failed=exc_type is not None)
 
 
-def _after_invocation(
-    guard: Any, args: tuple[Any, ...], before: frozenset[int] | None, outermost: bool
-) -> None:
-    """After the scope closed: the descriptor audit, the counter, then the health guard."""
-    if before is not None:
-        _audit(before)
-    if outermost:
-        counters.invocations += 1
-        if guard is not None:
-            guard.after_invocation(args)
+class _AfterInvocation:
+    """The one hook after a decorated handler's scope closed: the descriptor audit, then,
+    after the outermost invocation only, the counter and the health guard."""
+
+    __slots__ = ("args", "before", "guard", "outermost")
+
+    def __init__(self, guard: Any, args: tuple[Any, ...], before: frozenset[int] | None) -> None:
+        self.before = before  # the descriptors open before the handler (audit only)
+        self.guard = guard
+        self.args = args
+        self.outermost = _current.get() is None
+
+    def __call__(self, scope: Scope) -> None:
+        if self.before is not None:
+            _audit(self.before)
+        if self.outermost:
+            counters.invocations += 1
+            if self.guard is not None:
+                self.guard.after_invocation(self.args)
 
 
 def _audit(before: frozenset[int]) -> None:

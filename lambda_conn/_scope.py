@@ -17,6 +17,8 @@ TYPE_CHECKING = False
 if not TYPE_CHECKING:  # no `typing` at run time: see _runtime_typing
     from lambda_conn._runtime_typing import TypeVar
 else:
+    from collections.abc import Awaitable, Callable
+    from contextvars import Token
     from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,14 +30,27 @@ LEAK_ACTIONS = ("report", "raise", "ignore")
 
 
 class Scope:
-    """Connections opened during one invocation (or one ``with managed_connection()`` block)."""
+    """Connections opened during one invocation (or one ``with managed_connection()`` block).
 
-    __slots__ = ("_resources", "clients", "on_leak", "serial")
+    The scope owns its flow: :meth:`run` / :meth:`arun` enter it, call the handler, and
+    leave through :meth:`exit` / :meth:`aexit`, the one exit path: the returned value's
+    step (:meth:`returned`), the close, then the ``after`` hook (for a decorated handler:
+    descriptor audit, counters, health check).
+    """
 
-    def __init__(self, clients: frozenset[str] | None = None, on_leak: str = "report") -> None:
+    __slots__ = ("_resources", "_token", "after", "clients", "on_leak", "serial")
+
+    def __init__(
+        self,
+        clients: frozenset[str] | None = None,
+        on_leak: str = "report",
+        after: Callable[[Scope], None] | None = None,
+    ) -> None:
         self._resources: dict[int, tuple[Any, Kind]] = {}
+        self._token: Token[Scope | None] | None = None
         self.clients = clients
         self.on_leak = on_leak
+        self.after = after
         # Unique for the life of the process, unlike id(): a mark left on a long-lived
         # object (a pool) never matches a later scope that reuses this one's memory.
         self.serial = next(_serials)
@@ -43,6 +58,69 @@ class Scope:
     def __repr__(self) -> str:
         kinds = [kind.name for _, kind in self._resources.values()]
         return f"<lambda_conn.Scope tracking {len(kinds)} {kinds!r}>"
+
+    # -- the flow: enter, run, exit ------------------------------------------------------
+
+    def enter(self) -> Scope:
+        """Make this the current scope of this thread or task (until :meth:`leave`)."""
+        self._token = _current.set(self)
+        return self
+
+    def leave(self) -> None:
+        """Stop being the current scope, without closing (a WSGI body resumes it later)."""
+        token, self._token = self._token, None
+        if token is not None:
+            _current.reset(token)
+
+    def returned(self, result: Any) -> Any:
+        """The step that sees what the handler returned, before its connections close."""
+        return result
+
+    def exit(self, result: Any = None, *, failed: bool = False) -> Any:
+        """Leave, close everything, run the ``after`` hook; returns the handler's result."""
+        self.leave()
+        try:
+            if not failed:
+                result = self.returned(result)
+            self.close(handler_failed=failed)
+        finally:
+            if self.after is not None:
+                self.after(self)
+        return result
+
+    async def aexit(self, result: Any = None, *, failed: bool = False) -> Any:
+        """As :meth:`exit`, awaiting ``aclose()`` for async clients."""
+        self.leave()
+        try:
+            if not failed:
+                result = self.returned(result)
+            await self.aclose(handler_failed=failed)
+        finally:
+            if self.after is not None:
+                self.after(self)
+        return result
+
+    def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` inside this scope, closed when it returns or raises."""
+        self.enter()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            self.exit(failed=True)
+            raise
+        return self.exit(result)  # type: ignore[no-any-return]
+
+    async def arun(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """As :meth:`run` for a coroutine function."""
+        self.enter()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException:
+            await self.aexit(failed=True)
+            raise
+        return await self.aexit(result)  # type: ignore[no-any-return]
+
+    # -- what it tracks --------------------------------------------------------------------
 
     def tracks(self, client: str) -> bool:
         return self.clients is None or client in self.clients

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lambda_conn import _tracking
 from lambda_conn._managed import _parse_clients, _parse_on_leak
-from lambda_conn._scope import Scope, _current
+from lambda_conn._scope import Scope
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
@@ -70,16 +70,7 @@ class ManagedConnectionASGIMiddleware:
         if scope.get("type") not in _REQUEST_TYPES:
             await self.app(scope, receive, send)
             return
-        request_scope = Scope(self.clients, self.on_leak)
-        token = _current.set(request_scope)
-        try:
-            await self.app(scope, receive, send)
-        except BaseException:
-            _current.reset(token)
-            await request_scope.aclose(handler_failed=True)
-            raise
-        _current.reset(token)
-        await request_scope.aclose()
+        await Scope(self.clients, self.on_leak).arun(self.app, scope, receive, send)
 
 
 class ManagedConnectionWSGIMiddleware:
@@ -108,20 +99,17 @@ class ManagedConnectionWSGIMiddleware:
         return f"ManagedConnectionWSGIMiddleware({self.app!r})"
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
-        request_scope = Scope(self.clients, self.on_leak)
-        token = _current.set(request_scope)
+        request_scope = Scope(self.clients, self.on_leak).enter()
         try:
             body = self.app(environ, start_response)
             # An iterable's __iter__ may open things too: call it inside the scope.
             iterator = None if isinstance(body, (list, tuple)) else iter(body)
         except BaseException:
-            _current.reset(token)
-            request_scope.close(handler_failed=True)
+            request_scope.exit(failed=True)
             raise
-        _current.reset(token)
         if iterator is None:
-            request_scope.close()
-            return body
+            return request_scope.exit(body)  # type: ignore[no-any-return]
+        request_scope.leave()  # resumed for each chunk, closed with the body
         return _ScopedBody(body, iterator, request_scope)
 
 
@@ -143,18 +131,18 @@ class _ScopedBody:
     def __next__(self) -> bytes:
         if self._done:
             raise StopIteration
-        token = _current.set(self._scope)
+        self._scope.enter()
         try:
             chunk = next(self._iterator)
         except StopIteration:
-            _current.reset(token)
+            self._scope.leave()
             self.close()  # the app is done with this request
             raise
         except BaseException:
-            _current.reset(token)
+            self._scope.leave()
             self._failed = True
             raise
-        _current.reset(token)
+        self._scope.leave()
         return chunk
 
     def close(self) -> None:
@@ -163,7 +151,7 @@ class _ScopedBody:
         if self._done:
             return
         self._done = True
-        token = _current.set(self._scope)
+        self._scope.enter()
         try:
             close: Callable[[], object] | None = getattr(self._body, "close", None)
             if close is not None:
@@ -172,5 +160,4 @@ class _ScopedBody:
             self._failed = True
             raise
         finally:
-            _current.reset(token)
-            self._scope.close(handler_failed=self._failed)
+            self._scope.exit(failed=self._failed)
