@@ -356,9 +356,7 @@ def bench_connect(target: Target, repeat: int, run: Run) -> None:
             continue
         working.append((name, case))
     if not working:
-        raise SystemExit(
-            f"no connect case worked on {target.label}: " + "; ".join(run.skipped)
-        )
+        raise SystemExit(f"no connect case worked on {target.label}: " + "; ".join(run.skipped))
     # Interleaved rounds, one call of each case per round: a machine that slows down or
     # speeds up during the run (other work, frequency scaling) shifts every case alike.
     samples: dict[str, list[float]] = {name: [] for name, _ in working}
