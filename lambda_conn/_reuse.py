@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from lambda_conn._errors import ConfigurationError
 from lambda_conn._kinds import kind_of
 from lambda_conn._liveness import connection_alive
-from lambda_conn._scope import _close_failed, _current, untracked
+from lambda_conn._scope import _close_failed, current_scope, untracked
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -76,7 +76,7 @@ class ReusedConnection(Generic[T]):
     def get(self) -> T:
         """A live connection: the kept one if it is healthy and young enough, else a new one."""
         conn = self._conn
-        scope = _current.get()
+        scope = current_scope()  # None once closed: a late worker always validates
         if conn is not None:
             if scope is not None and scope is self._checked_in:
                 return conn  # validated already in this invocation

@@ -38,7 +38,7 @@ class Scope:
     descriptor audit, counters, health check).
     """
 
-    __slots__ = ("_resources", "_token", "after", "clients", "on_leak", "serial")
+    __slots__ = ("_late", "_resources", "_token", "after", "clients", "closed", "on_leak", "serial")
 
     def __init__(
         self,
@@ -51,6 +51,10 @@ class Scope:
         self.clients = clients
         self.on_leak = on_leak
         self.after = after
+        # Closed: it takes nothing more. A thread or task that copied this scope's context
+        # and outlives it must not have its connections kept alive here.
+        self.closed = False
+        self._late: set[tuple[str, tuple[str, ...]]] | None = None  # (kind, remote) reported
         # Unique for the life of the process, unlike id(): a mark left on a long-lived
         # object (a pool) never matches a later scope that reuses this one's memory.
         self.serial = next(_serials)
@@ -126,9 +130,37 @@ class Scope:
         return self.clients is None or client in self.clients
 
     def register(self, obj: T, kind: Kind | None = None) -> T:
-        """Close ``obj`` when this scope ends. Returns ``obj`` so it can wrap a constructor."""
-        self._resources[id(obj)] = (obj, kind if kind is not None else kind_of(obj))
+        """Close ``obj`` when this scope ends. Returns ``obj`` so it can wrap a constructor.
+
+        A closed scope does not take it (nor keep it alive): the opening is reported once
+        per kind and remote (``opened_after_scope_closed``) and counted in ``stats()``."""
+        if kind is None:
+            kind = kind_of(obj)
+        if self.closed:
+            self._opened_after_close(obj, kind)
+        else:
+            self._resources[id(obj)] = (obj, kind)
         return obj
+
+    def _opened_after_close(self, obj: object, kind: Kind) -> None:
+        counters.opened_after_scope_closed += 1
+        key = (kind.name, tuple(_remote(obj, kind)))
+        if self._late is None:
+            self._late = set()
+        elif key in self._late:
+            return
+        self._late.add(key)
+        from lambda_conn._log import log_event
+
+        log_event(
+            30,
+            "opened_after_scope_closed",
+            kind=key[0],
+            remote=list(key[1]),
+            hint="opened from a context copied from a finished invocation (a thread or "
+            "task that outlived it): not tracked; open it inside an invocation, or close it "
+            "yourself",
+        )
 
     def forget(self, obj: object) -> None:
         """Stop tracking ``obj`` (another owner, such as a pool, is responsible for it)."""
@@ -149,6 +181,7 @@ class Scope:
     def close(self, *, handler_failed: bool = False) -> None:
         """Close everything, newest first. Never raises, except ``LeakError`` with
         ``on_leak="raise"`` after a handler that succeeded."""
+        self.closed = True
         if not self._resources:
             return
         items = self._take()
@@ -163,6 +196,7 @@ class Scope:
 
     async def aclose(self, *, handler_failed: bool = False) -> None:
         """As :meth:`close`, awaiting ``aclose()`` for async clients."""
+        self.closed = True
         if not self._resources:
             return
         items = self._take()
@@ -231,18 +265,25 @@ def _close_failed(kind: Kind, exc: Exception) -> None:
 
 
 def current_scope() -> Scope | None:
-    """The innermost active scope in this thread or task, or None outside any."""
-    return _current.get()
+    """The innermost active scope in this thread or task, or None outside any (also in a
+    thread or task that copied the context of an invocation that has ended)."""
+    scope = _current.get()
+    return None if scope is None or scope.closed else scope
 
 
 def register(obj: T) -> T:
     """Close ``obj`` (anything with ``close()``, ``aclose()`` or ``dispose()``) at the end of
     the current invocation. Returns ``obj``."""
     scope = _current.get()
-    if scope is None:
+    if scope is None or scope.closed:
+        where = (
+            "after its scope closed (from a thread or task that outlived the invocation)"
+            if scope is not None
+            else "outside a managed scope"
+        )
         raise LambdaConnError(
-            "lambda_conn.register() was called outside a managed scope: call it inside a "
-            "handler decorated with @managed_connection or inside `with managed_connection():`"
+            f"lambda_conn.register() was called {where}: call it inside a handler "
+            "decorated with @managed_connection or inside `with managed_connection():`"
         )
     return scope.register(obj)
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 class Counters:
     """Cumulative since the process started (one execution environment)."""
 
-    __slots__ = ("close_errors", "closed", "invocations", "leaked", "leaked_descriptors")
+    __slots__ = (
+        "close_errors",
+        "closed",
+        "invocations",
+        "leaked",
+        "leaked_descriptors",
+        "opened_after_scope_closed",
+    )
 
     def __init__(self) -> None:
         self.invocations = 0
@@ -14,6 +21,7 @@ class Counters:
         self.close_errors = 0
         self.leaked = 0
         self.leaked_descriptors = 0
+        self.opened_after_scope_closed = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -22,6 +30,7 @@ class Counters:
             "close_errors": self.close_errors,
             "leaked": self.leaked,
             "leaked_descriptors": self.leaked_descriptors,
+            "opened_after_scope_closed": self.opened_after_scope_closed,
         }
 
 
@@ -30,5 +39,6 @@ counters = Counters()
 
 def stats() -> dict[str, int]:
     """Counters since the container started: invocations, connections closed, close errors,
-    connections leaked (still open after cleanup), descriptors left open (audit only)."""
+    connections leaked (still open after cleanup), descriptors left open (audit only),
+    connections opened from the context of an invocation that had ended (not tracked)."""
     return counters.snapshot()

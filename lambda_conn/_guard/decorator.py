@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from lambda_conn._guard.guard import HealthGuard, outer_health_guard
 from lambda_conn._managed import _is_coroutine_function
-from lambda_conn._scope import _current
+from lambda_conn._scope import current_scope
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,7 +45,7 @@ def _wrap(handler: F, guard: HealthGuard) -> F:
         # An outer @health_guard checks after us; an outer @managed_connection holding this
         # guard checks after its scope has closed the invocation's connections.
         return outer_health_guard.get() > 0 or (
-            guard.shared_with_managed and _current.get() is not None
+            guard.shared_with_managed and current_scope() is not None
         )
 
     if _is_coroutine_function(handler):

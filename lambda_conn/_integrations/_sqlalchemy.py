@@ -14,7 +14,7 @@ from typing import Any
 
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
-from lambda_conn._scope import _current
+from lambda_conn._scope import _current, untracked
 
 _POOL_SCOPE = "_lambda_conn_scope"  # serial of the scope a pool was built in
 _DRIVERS = ("pymysql", "psycopg")  # clients whose connections a pool may hold
@@ -145,6 +145,19 @@ def _pool_made_connection(dbapi_conn: Any, record: Any) -> None:
         scope.forget(dbapi_conn)
 
 
+def _pool_connect(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A pool connecting from the context of a closed scope: the connection is the pool's,
+    so the driver's tracking must not report it as opened after the scope closed (the
+    ``connect`` event that forgets it comes only after the driver registered it)."""
+    scope = _current.get()
+    if scope is None or not scope.closed:
+        return wrapped(*args, **kwargs)
+    with untracked():
+        return wrapped(*args, **kwargs)
+
+
 def patch_engine(sqlalchemy: ModuleType) -> None:
     import wrapt
     from sqlalchemy import event
@@ -158,6 +171,10 @@ def patch_engine(sqlalchemy: ModuleType) -> None:
     wrapt.wrap_function_wrapper(module, "Connection.__init__", tracker("sqlalchemy", CONNECTION))
     event.listen(Pool, "connect", _pool_made_connection)
     wrapt.wrap_function_wrapper(pool_base, "Pool.__init__", _mark_pool)
+    # Every DBAPI connection a pool makes (first checkout and reconnects) goes through it.
+    record = pool_base._ConnectionRecord
+    if hasattr(record, "_ConnectionRecord__connect"):
+        wrapt.wrap_function_wrapper(record, "_ConnectionRecord__connect", _pool_connect)
     register_kind(_OwnedPool, ENGINE)
     register_kind(module.Connection, CONNECTION)
 
