@@ -7,10 +7,13 @@ Prints markdown tables of medians, p99 and ratios from one run.
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
 import re
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 from _common import each_call_us, per_call_us, table
 
@@ -165,6 +168,70 @@ def bench_connect(repeat: int) -> str:
     return table("PyMySQL connect + close on loopback (TLS-enabled private MariaDB)", rows)
 
 
+def bench_reuse_end(repeat: int) -> str:
+    """What the end-of-invocation transaction check costs a reused connection.
+
+    Interleaved, one sample of each case per round, so drift hits all alike: the check as
+    shipped, the same invocation with the check switched off, and an invocation that does
+    leave a transaction open (the check then pays one ROLLBACK round trip).
+    """
+    import pymysql
+
+    from lambda_conn import ReusedConnection, managed_connection
+    from lambda_conn._transactions import transaction_state
+    from tests.servers.mariadb import MariaDBServer
+
+    class Unchecked(ReusedConnection[Any]):
+        def _settle(self, conn: Any, when: str, handler_failed: bool) -> None:
+            return None
+
+    with MariaDBServer() as server:
+        server.query("CREATE TABLE IF NOT EXISTS lc.bench_tx (id INT PRIMARY KEY) ENGINE=InnoDB")
+        server.query("INSERT IGNORE INTO lc.bench_tx VALUES (1)")
+        checked = ReusedConnection(lambda: pymysql.connect(**server.connect_kwargs()))
+        unchecked = Unchecked(lambda: pymysql.connect(**server.connect_kwargs()))
+
+        @managed_connection
+        def idle(event: object, context: object) -> None:
+            checked()  # handed out: checked at the end (autocommit off, nothing open)
+
+        @managed_connection
+        def idle_unchecked(event: object, context: object) -> None:
+            unchecked()
+
+        @managed_connection
+        def left_open(event: object, context: object) -> None:
+            with checked().cursor() as cursor:
+                cursor.execute("UPDATE lc.bench_tx SET id = 1")  # opens a transaction
+
+        cases = [
+            ("reused, no transaction open, check on (as shipped)", idle, 2000),
+            ("reused, no transaction open, check off", idle_unchecked, 2000),
+            ("reused, transaction left open: UPDATE + rolled back", left_open, 100),
+        ]
+        logging.getLogger("lambda_conn").setLevel(logging.ERROR)  # one line per rollback
+        samples: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        for _, fn, _ in cases:
+            fn({}, None)  # connect outside the timing
+        for round_ in range(repeat):
+            shift = round_ % len(cases)  # rotate the order: no case always follows another
+            for name, fn, number in cases[shift:] + cases[:shift]:
+                call = functools.partial(fn, {}, None)
+                samples[name] += per_call_us(call, number=number, repeat=1)
+        conn = checked()
+        check = per_call_us(lambda: transaction_state(conn), number=100000, repeat=25)
+        checked.close()
+        unchecked.close()
+    rows = [(name, samples[name]) for name, _, _ in cases]
+    on, off = (statistics.median(samples[name]) for name, _, _ in cases[:2])
+    return (
+        table("End-of-invocation transaction check on a reused PyMySQL connection", rows)
+        + f"\nCheck on / check off: {on / off:.3f}x ({on - off:+.2f} us per invocation); "
+        f"the check alone (`transaction_state`, an attribute read): "
+        f"{statistics.median(check) * 1000:.0f} ns.\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=60, help="connects per case")
@@ -178,6 +245,7 @@ def main() -> None:
     print(bench_import())
     if not args.skip_db:
         print(bench_connect(args.repeat))
+        print(bench_reuse_end(args.repeat))
 
 
 if __name__ == "__main__":

@@ -8,14 +8,18 @@ older than ``max_age``, and closed at shutdown.
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from lambda_conn._errors import ConfigurationError
+from lambda_conn._errors import ConfigurationError, LambdaConnError
 from lambda_conn._kinds import kind_of
 from lambda_conn._liveness import connection_alive
 from lambda_conn._scope import _close_failed, current_scope, untracked
+from lambda_conn._stats import counters
+from lambda_conn._transactions import OPEN, transaction_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,7 +33,13 @@ _UNSET: Any = object()
 
 
 class ReusedConnection(Generic[T]):
-    """A connection kept across invocations. Call it (or ``.get()``) for a live connection."""
+    """A connection kept across invocations. Call it (or ``.get()``) for a live connection.
+
+    Within an invocation (the outermost ``@managed_connection`` scope) it belongs to the
+    first thread that takes it; another thread of that invocation gets a connection of its
+    own, closed when the invocation ends. When the invocation ends, a transaction left
+    open on it is rolled back, so no later ``commit()`` commits an earlier request's writes.
+    """
 
     def __init__(
         self,
@@ -55,7 +65,12 @@ class ReusedConnection(Generic[T]):
         self._clock = clock
         self._conn: T | None = None
         self._opened_at = 0.0
-        self._checked_in: Any = _UNSET  # the scope in which we last validated
+        self._checked_in: Any = _UNSET  # the invocation (root scope) we last validated in
+        self._owner: threading.Thread | None = None  # the thread it is handed to
+        self._used_unscoped = False  # handed out outside any scope since the last check
+        self._lock = threading.Lock()
+        # Connections of other threads, by (invocation serial, thread): closed by the scope.
+        self._extras: dict[tuple[int, int], T] = {}
         self.reconnects = 0
         _remember(self)
 
@@ -74,27 +89,135 @@ class ReusedConnection(Generic[T]):
         return self._conn is not None
 
     def get(self) -> T:
-        """A live connection: the kept one if it is healthy and young enough, else a new one."""
+        """A live connection: the kept one if it is healthy and young enough, else a new one.
+
+        From a second thread while the first still holds it: that thread's own connection.
+        """
+        scope = current_scope()  # None once closed: a late worker gets no invocation
+        root = scope.root if scope is not None and not scope.root.closed else None
+        me = threading.current_thread()
+        with self._lock:
+            if self._conn is not None and self._held_elsewhere(me):
+                extra_key = None if root is None else (root.serial, me.ident or 0)
+                extra = self._extras.get(extra_key) if extra_key is not None else None
+                if extra is not None:
+                    return extra
+            else:
+                return self._take(root, me)
+        return self._other_thread(root, me)
+
+    __call__ = get
+
+    def _take(self, root: Any, me: threading.Thread) -> T:
+        """The kept connection for ``me`` (lock held): validated once per invocation."""
         conn = self._conn
-        scope = current_scope()  # None once closed: a late worker always validates
+        if conn is not None and root is not None and root is self._checked_in:
+            self._owner = me
+            return conn  # validated already in this invocation
         if conn is not None:
-            if scope is not None and scope is self._checked_in:
-                return conn  # validated already in this invocation
             if self.max_age is not None and self.age > self.max_age:
                 self._discard("max_age")
             elif not self._is_alive(conn):
                 self._discard("dead")
-            else:
-                self._checked_in = scope
-                return conn
+            elif root is not None and self._used_unscoped:
+                # Used outside any invocation since (at Init, or by a handler without a
+                # scope): what that left open, this invocation must not commit.
+                self._settle(conn, "before_use", handler_failed=False)
+        if self._conn is None:
+            with untracked():
+                conn = self._connect()
+            self._conn = conn
+            self._opened_at = self._clock()
+        self._owner = me
+        self._used_unscoped = root is None
+        if root is not self._checked_in:
+            self._checked_in = _UNSET if root is None else root
+            if root is not None:
+                root.at_exit(functools.partial(self._end_invocation, root))
+        return self._conn
+
+    def _held_elsewhere(self, me: threading.Thread) -> bool:
+        """Another live thread holds the kept connection in an invocation still running."""
+        owner = self._owner
+        if owner is None or owner is me:
+            return False
+        if not owner.is_alive():
+            self._owner = None
+            return False
+        return True
+
+    def _other_thread(self, root: Any, me: threading.Thread) -> T:
+        """A connection of ``me``'s own, for as long as the invocation runs."""
+        holder = self._owner.name if self._owner is not None else "another thread"
+        if root is None:
+            raise LambdaConnError(
+                f"reused connection {self.name!r} is in use by thread {holder!r}: a connection "
+                "serves one thread at a time, and this thread runs outside any "
+                "@managed_connection scope, so lambda_conn cannot give it a connection of its "
+                "own and close it. Run the thread's function under "
+                "contextvars.copy_context().run(...) from the handler (it then gets its own "
+                "connection, closed at the end of the invocation), or open one yourself."
+            )
         with untracked():
             conn = self._connect()
-        self._conn = conn
-        self._opened_at = self._clock()
-        self._checked_in = scope
+        root.register(conn)  # closed with the invocation's own connections
+        with self._lock:
+            first = not any(key[0] == root.serial for key in self._extras)
+            self._extras[(root.serial, me.ident or 0)] = conn
+        if first and root is not self._checked_in:
+            root.at_exit(functools.partial(self._end_invocation, root))
+        from lambda_conn._log import log_event
+
+        log_event(20, "reused_connection_per_thread", name=self.name, thread=me.name, holder=holder)
         return conn
 
-    __call__ = get
+    def _end_invocation(self, root: Any, handler_failed: bool) -> None:
+        """At the end of an invocation that used this connection: roll back what it left."""
+        with self._lock:
+            if self._extras:
+                for key in [key for key in self._extras if key[0] == root.serial]:
+                    del self._extras[key]  # the scope closes them
+            if self._checked_in is not root:
+                return
+            self._checked_in = _UNSET
+            self._owner = None
+            conn = self._conn
+            if conn is not None:
+                self._settle(conn, "end_of_invocation", handler_failed)
+
+    def _settle(self, conn: T, when: str, handler_failed: bool) -> None:
+        """Roll back an open transaction (lock held); discard the connection if that fails."""
+        state = transaction_state(conn)
+        if state is None:
+            return  # the common case: one attribute read
+        from lambda_conn._log import log_event
+
+        if state == OPEN:
+            try:
+                conn.rollback()  # type: ignore[attr-defined]
+            except Exception as exc:
+                log_event(
+                    30,
+                    "reused_connection_rollback_failed",
+                    name=self.name,
+                    when=when,
+                    error=type(exc).__name__,
+                )
+            else:
+                counters.rollbacks += 1
+                # After a failed handler this is the expected clean-up; after one that
+                # succeeded, its uncommitted writes are gone: say so loudly.
+                level = 20 if handler_failed else 30
+                log_event(
+                    level,
+                    "reused_connection_rolled_back",
+                    name=self.name,
+                    when=when,
+                    handler_failed=handler_failed,
+                    why="a transaction was left open; commit() in the handler to keep writes",
+                )
+                return
+        self._discard("rollback_failed" if state == OPEN else "transaction_state")
 
     def _is_alive(self, conn: T) -> bool:
         try:
@@ -107,10 +230,14 @@ class ReusedConnection(Generic[T]):
         from lambda_conn._log import log_event
 
         log_event(20, "reused_connection_replaced", name=self.name, reason=reason)
-        self.close()
+        self._close_kept()
 
     def close(self) -> None:
         """Close the kept connection (at shutdown, or to force a reconnect). Idempotent."""
+        self._close_kept()
+        self._owner = None
+
+    def _close_kept(self) -> None:
         conn, self._conn = self._conn, None
         self._checked_in = _UNSET
         if conn is None:

@@ -38,7 +38,18 @@ class Scope:
     descriptor audit, counters, health check).
     """
 
-    __slots__ = ("_late", "_resources", "_token", "after", "clients", "closed", "on_leak", "serial")
+    __slots__ = (
+        "_at_exit",
+        "_late",
+        "_resources",
+        "_token",
+        "after",
+        "clients",
+        "closed",
+        "on_leak",
+        "root",
+        "serial",
+    )
 
     def __init__(
         self,
@@ -55,6 +66,11 @@ class Scope:
         # and outlives it must not have its connections kept alive here.
         self.closed = False
         self._late: set[tuple[str, tuple[str, ...]]] | None = None  # (kind, remote) reported
+        # The outermost open scope this one is nested in (itself when it is outermost): the
+        # invocation, whose end is where per-invocation state of reused connections ends.
+        parent = _current.get()
+        self.root: Scope = parent.root if parent is not None and not parent.root.closed else self
+        self._at_exit: list[Callable[[bool], None]] | None = None
         # Unique for the life of the process, unlike id(): a mark left on a long-lived
         # object (a pool) never matches a later scope that reuses this one's memory.
         self.serial = next(_serials)
@@ -126,6 +142,26 @@ class Scope:
 
     # -- what it tracks --------------------------------------------------------------------
 
+    def at_exit(self, hook: Callable[[bool], None]) -> bool:
+        """Call ``hook(handler_failed)`` when this scope closes, before its connections are
+        closed. False (and never called) if the scope has already closed."""
+        if self.closed:
+            return False
+        if self._at_exit is None:
+            self._at_exit = []
+        self._at_exit.append(hook)
+        return True
+
+    def _run_at_exit(self, handler_failed: bool) -> None:
+        hooks, self._at_exit = self._at_exit, None
+        for hook in hooks or ():
+            try:
+                hook(handler_failed)
+            except Exception as exc:  # a hook never fails the request
+                from lambda_conn._log import log_event
+
+                log_event(30, "scope_exit_hook_failed", error=type(exc).__name__)
+
     def tracks(self, client: str) -> bool:
         return self.clients is None or client in self.clients
 
@@ -182,6 +218,8 @@ class Scope:
         """Close everything, newest first. Never raises, except ``LeakError`` with
         ``on_leak="raise"`` after a handler that succeeded."""
         self.closed = True
+        if self._at_exit is not None:
+            self._run_at_exit(handler_failed)
         if not self._resources:
             return
         items = self._take()
@@ -197,6 +235,8 @@ class Scope:
     async def aclose(self, *, handler_failed: bool = False) -> None:
         """As :meth:`close`, awaiting ``aclose()`` for async clients."""
         self.closed = True
+        if self._at_exit is not None:
+            self._run_at_exit(handler_failed)
         if not self._resources:
             return
         items = self._take()

@@ -13,6 +13,7 @@ class Counters:
         "leaked",
         "leaked_descriptors",
         "opened_after_scope_closed",
+        "rollbacks",
     )
 
     def __init__(self) -> None:
@@ -22,6 +23,7 @@ class Counters:
         self.leaked = 0
         self.leaked_descriptors = 0
         self.opened_after_scope_closed = 0
+        self.rollbacks = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -31,6 +33,7 @@ class Counters:
             "leaked": self.leaked,
             "leaked_descriptors": self.leaked_descriptors,
             "opened_after_scope_closed": self.opened_after_scope_closed,
+            "rollbacks": self.rollbacks,
         }
 
 
@@ -40,5 +43,6 @@ counters = Counters()
 def stats() -> dict[str, int]:
     """Counters since the container started: invocations, connections closed, close errors,
     connections leaked (still open after cleanup), descriptors left open (audit only),
-    connections opened from the context of an invocation that had ended (not tracked)."""
+    connections opened from the context of an invocation that had ended (not tracked),
+    transactions a reused connection left open that were rolled back."""
     return counters.snapshot()

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -454,22 +455,22 @@ class ReusedRDSConnection(ReusedConnection[Any]):
         if not isinstance(connector, RDSConnector):
             raise ConfigurationError("connector", type(connector).__name__, "an RDSConnector")
         self.connector = connector
-        self._budget: Deadline | None = None
+        self._budgets = threading.local()  # per thread: each may (re)connect at once
         super().__init__(
             self._open, max_age=max_age, name=name or f"rds:{connector.host}:{connector.port}"
         )
 
     def _open(self) -> Any:
-        return self.connector.connect_within(self._budget)
+        return self.connector.connect_within(getattr(self._budgets, "budget", None))
 
     def get(self, context: Any = None, *, deadline: Deadline | float | None = None) -> Any:
         """A live connection for this invocation (see ``RDSConnector.connect``)."""
         budget = self.connector.deadline(context, deadline)
-        self._budget = budget
+        self._budgets.budget = budget
         try:
             conn = super().get()
         finally:
-            self._budget = None
+            self._budgets.budget = None
         self.connector.apply_timeouts(conn, budget)
         return conn
 
