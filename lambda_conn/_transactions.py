@@ -7,7 +7,9 @@ transaction state the server reports with each reply, so the check is an attribu
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # MySQL protocol: SERVER_STATUS_IN_TRANS, sent in every OK/EOF packet (PyMySQL keeps it in
 # ``server_status``).
