@@ -257,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lambda-conn", description="Tools for connection-safe AWS Lambda handlers."
     )
+    from lambda_conn._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"lambda-conn {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_soak(subparsers)
     _add_demo(subparsers)

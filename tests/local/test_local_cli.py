@@ -179,6 +179,14 @@ def test_a_handler_that_cannot_init_stops_the_soak_early(write_handler, tmp_path
     assert data["summary"]["invocations"] == 10 and data["stopped_early"]
 
 
+def test_version_prints_the_package_version(tmp_path):
+    from lambda_conn import __version__
+
+    result = run("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"lambda-conn {__version__}"
+
+
 def test_cli_and_package_imports_stay_light():
     code = (
         "import sys, lambda_conn, lambda_conn.cli\n"
