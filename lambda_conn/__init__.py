@@ -7,7 +7,7 @@ client, no asyncio, no wrapt. Names other than the decorator load on first use.
 # No `from __future__ import annotations` here: it would export `annotations`, and the
 # annotations below need no typing at run time anyway.
 from lambda_conn._errors import ConfigurationError, LambdaConnError, LeakError
-from lambda_conn._managed import CLIENTS, ManagedConnection, managed_connection
+from lambda_conn._managed import ManagedConnection, managed_connection
 from lambda_conn._scope import Scope, current_scope, register, untracked
 from lambda_conn._stats import stats
 from lambda_conn._version import __version__
@@ -16,11 +16,13 @@ TYPE_CHECKING = False  # not typing's: `typing` is not imported at run time
 if TYPE_CHECKING:
     from lambda_conn._guard.decorator import health_guard
     from lambda_conn._guard.factory import enable_graceful_shutdown
-    from lambda_conn._liveness import connection_alive
+    from lambda_conn._kinds import Kind, reconnects
+    from lambda_conn._liveness import connection_alive, socket_idle_and_open
     from lambda_conn._rds.connector import ConnectError, RDSConnector, ReusedRDSConnection
     from lambda_conn._rds.deadline import Deadline, Timeouts
     from lambda_conn._rds.iam import IAMTokenProvider
     from lambda_conn._rds.retry import Retry
+    from lambda_conn._registry import CLIENTS, Integration, register_client
     from lambda_conn._reuse import ReusedConnection, close_reused_connections, reused_connection
     from lambda_conn._tls import connect_mysql, tls_context
     from lambda_conn.middleware import (
@@ -35,6 +37,8 @@ __all__ = [
     "ConnectError",
     "Deadline",
     "IAMTokenProvider",
+    "Integration",
+    "Kind",
     "LambdaConnError",
     "LeakError",
     "ManagedConnection",
@@ -54,8 +58,11 @@ __all__ = [
     "enable_graceful_shutdown",
     "health_guard",
     "managed_connection",
+    "reconnects",
     "register",
+    "register_client",
     "reused_connection",
+    "socket_idle_and_open",
     "stats",
     "tls_context",
     "untracked",
@@ -79,17 +86,24 @@ _LAZY = {
     "connect_mysql": "lambda_conn._tls",
     "tls_context": "lambda_conn._tls",
     "connection_alive": "lambda_conn._liveness",
+    "socket_idle_and_open": "lambda_conn._liveness",
+    "Integration": "lambda_conn._registry",
+    "register_client": "lambda_conn._registry",
+    "Kind": "lambda_conn._kinds",
+    "reconnects": "lambda_conn._kinds",
 }
+_UNCACHED = {"CLIENTS": "lambda_conn._registry"}  # plugins may register later
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
+    module = _LAZY.get(name) or _UNCACHED.get(name)
     if module is None:
         raise AttributeError(f"module 'lambda_conn' has no attribute {name!r}")
     from importlib import import_module
 
     value = getattr(import_module(module), name)
-    globals()[name] = value
+    if name in _LAZY:
+        globals()[name] = value
     return value
 
 

@@ -25,10 +25,13 @@ class Kind:
 
     ``close`` must be idempotent (closing something closed is not an error); ``aclose`` is
     used instead inside async scopes when present. ``is_open`` is asked after closing, so a
-    leak is reported only for what really stayed open.
+    leak is reported only for what really stayed open. ``alive`` is the cheap probe run on a
+    connection reused across invocations (after a thaw the server may have dropped it):
+    no round trip, just whether its socket is still usable; it defaults to ``is_open``, and
+    :func:`reconnects` declares a client that replaces dead connections by itself (a pool).
     """
 
-    __slots__ = ("aclose", "client", "close", "is_open", "name", "remote")
+    __slots__ = ("aclose", "alive", "client", "close", "is_open", "name", "remote")
 
     def __init__(
         self,
@@ -39,6 +42,7 @@ class Kind:
         aclose: Callable[[Any], Awaitable[None]] | None = None,
         is_open: Callable[[Any], bool] = _never_open,
         remote: Callable[[Any], list[str]] = _no_remote,
+        alive: Callable[[Any], bool] | None = None,
     ) -> None:
         self.name = name
         self.client = client
@@ -46,9 +50,17 @@ class Kind:
         self.aclose = aclose
         self.is_open = is_open
         self.remote = remote
+        if alive is None:  # no probe of its own: open means usable; unknowable means trusted
+            alive = is_open if is_open is not _never_open else reconnects
+        self.alive = alive
 
     def __repr__(self) -> str:
         return f"Kind({self.name!r}, client={self.client!r})"
+
+
+def reconnects(obj: Any) -> bool:
+    """``alive=`` for clients that check and replace their connections themselves (pools)."""
+    return True
 
 
 _by_type: dict[type, Kind] = {}
@@ -108,6 +120,15 @@ def kind_of(obj: Any) -> Kind:
     ):
         return _GENERIC_ASYNC
     return _GENERIC
+
+
+def registered_kind(obj: Any) -> Kind | None:
+    """The kind an integration registered for ``obj``'s class, or None."""
+    for cls in type(obj).__mro__:
+        kind = _by_type.get(cls)
+        if kind is not None:
+            return kind
+    return None
 
 
 def is_registered_kind(obj: Any) -> bool:

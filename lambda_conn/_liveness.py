@@ -1,11 +1,12 @@
-"""Cheap checks that an idle connection's socket is still usable (after a thaw)."""
+"""Cheap checks that an idle connection's socket is still usable (after a thaw).
+
+Each integration's ``Kind.alive`` is the probe for its client (most use
+:func:`socket_idle_and_open`); :func:`connection_alive` dispatches to it.
+"""
 
 from __future__ import annotations
 
-import select
 from typing import Any
-
-_READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
 def socket_idle_and_open(sock: Any) -> bool:
@@ -24,18 +25,25 @@ def socket_idle_and_open(sock: Any) -> bool:
         return False
     if getattr(sock, "pending", None) is not None and sock.pending():
         return False
+    import select  # here, not at the top: integrations import this module when decorating
+
     poller = select.poll()
-    poller.register(fd, _READABLE)
+    poller.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
     return not poller.poll(0)
 
 
 def connection_alive(conn: Any) -> bool:
-    """Liveness of a reused connection by its type; unknown types are trusted."""
-    if getattr(conn, "pgconn", None) is not None:  # psycopg 3: the socket behind libpq
-        return not conn.closed and socket_idle_and_open(conn)
-    sock = getattr(conn, "_sock", False)
-    if sock is not False:  # PyMySQL and its relatives keep the socket in ``_sock``
-        return sock is not None and socket_idle_and_open(sock)
+    """Liveness of a reused connection: its integration's ``Kind.alive`` probe.
+
+    Objects no integration knows are trusted unless they say ``closed``.
+    """
+    from lambda_conn import _tracking
+    from lambda_conn._kinds import registered_kind
+
+    _tracking.install()  # registers the kinds of the clients already imported
+    kind = registered_kind(conn)
+    if kind is not None:
+        return bool(kind.alive(conn))
     closed = getattr(conn, "closed", None)
     if isinstance(closed, bool):
         return not closed

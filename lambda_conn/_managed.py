@@ -22,7 +22,6 @@ else:
 F = TypeVar("F", bound="Callable[..., Any]")
 C = TypeVar("C")
 
-CLIENTS = ("pymysql", "sqlalchemy", "requests", "urllib3", "httpx", "psycopg")
 _open_blocks: ContextVar[tuple[tuple[Any, Scope], ...]] = ContextVar(
     "lambda_conn_open_blocks", default=()
 )
@@ -30,20 +29,9 @@ _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect at cold 
 
 
 def _parse_clients(clients: str | Iterable[str]) -> frozenset[str] | None:
-    accepted = f'"all" or any of {", ".join(CLIENTS)}'
-    if isinstance(clients, str):
-        if clients == "all":
-            return None
-        names: list[Any] = [clients]
-    else:
-        try:
-            names = list(clients)
-        except TypeError:
-            raise ConfigurationError("clients", clients, accepted) from None
-    for name in names:
-        if name not in CLIENTS:
-            raise ConfigurationError("clients", name, accepted)
-    return frozenset(names)
+    from lambda_conn._registry import parse_clients
+
+    return parse_clients(clients)
 
 
 def _parse_on_leak(on_leak: str) -> str:
@@ -273,7 +261,8 @@ def managed_connection(
     - ``with managed_connection() as scope:`` / ``async with``: the same scope for a block;
     - ``with managed_connection(conn) as conn:`` closes that one object on exit.
 
-    ``clients`` limits automatic tracking ("all", or names from ``CLIENTS``); ``on_leak``
+    ``clients`` limits automatic tracking ("all", or names from ``CLIENTS``, plugins
+    included); ``on_leak``
     says what to do when something stays open after cleanup: "report" (a JSON log line and
     a counter), "raise" (``LeakError`` after a successful handler; for tests) or "ignore".
     ``audit_descriptors`` (default: ``LAMBDA_CONN_AUDIT_DESCRIPTORS``) also reports every

@@ -12,27 +12,19 @@ import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from importlib.machinery import ModuleSpec
     from types import ModuleType
     from typing import Any
 
-# Top-level package -> "integration_module:function" that patches it. We hook packages, not
-# submodules: a package's own __init__ must have finished before we touch it (SQLAlchemy
-# resolves its internal imports only at the end of sqlalchemy/__init__).
-_PATCHES: dict[str, str] = {
-    "pymysql": "lambda_conn._integrations._pymysql:patch_pymysql",
-    "sqlalchemy": "lambda_conn._integrations._sqlalchemy:patch_engine",
-    "sqlalchemy.orm": "lambda_conn._integrations._sqlalchemy:patch_session",
-    "requests": "lambda_conn._integrations._http:patch_requests",
-    "urllib3": "lambda_conn._integrations._http:patch_urllib3",
-    "httpx": "lambda_conn._integrations._http:patch_httpx",
-    "psycopg": "lambda_conn._integrations._psycopg:patch_psycopg",
-    "psycopg_pool": "lambda_conn._integrations._psycopg:patch_psycopg_pool",
-}
+    from lambda_conn._registry import Integration
 
+# Which module imports trigger which patch comes from the registry (lambda_conn._registry):
+# each integration declares the modules it hooks. We hook packages, not submodules: a
+# package's own __init__ must have finished before we touch it (SQLAlchemy resolves its
+# internal imports only at the end of sqlalchemy/__init__).
 _pending: set[str] = set()
-_done: set[str] = set()
+_done: set[tuple[str, str]] = set()  # (module, client) patched already
 _installed = False
 _install_lock = threading.RLock()
 _resolving = threading.local()  # names this thread is looking up through the other finders
@@ -46,34 +38,51 @@ def install() -> None:
     with _install_lock:  # a second thread must not return before the patches are in
         if _installed:
             return
-        for name in _PATCHES:
-            if name in sys.modules:
-                _apply(name, sys.modules[name])
-            else:
-                _pending.add(name)
-        if _pending:
-            sys.meta_path.insert(0, _PostImportFinder())
+        from lambda_conn import _registry
+
+        for name in sorted(_registry.hooked_modules()):
+            _hook(name)
+        sys.meta_path.insert(0, _PostImportFinder())
+        _registry._on_register.append(_hook_integration)
         _installed = True
 
 
+def _hook(name: str) -> None:
+    if name in sys.modules:
+        _apply(name, sys.modules[name])
+    else:
+        _pending.add(name)
+
+
+def _hook_integration(integration: Integration) -> None:
+    """A client registered after install(): hook its modules now."""
+    for name in integration.hooks:
+        _hook(name)
+
+
 def _apply(name: str, module: ModuleType) -> None:
-    if name in _done:
-        return
-    _done.add(name)
+    from lambda_conn import _registry
+
     _pending.discard(name)
-    target = _PATCHES[name]
-    module_name, _, func_name = target.partition(":")
-    try:
-        import importlib
+    for integration, patch in _registry.hooks_for(name):
+        key = (name, integration.name)
+        if key in _done:
+            continue
+        _done.add(key)
+        try:
+            patch(module)
+        except Exception as exc:  # never break the user's import
+            from lambda_conn._log import log_event
 
-        patch: Callable[[ModuleType], None] = getattr(
-            importlib.import_module(module_name), func_name
-        )
-        patch(module)
-    except Exception as exc:  # never break the user's import
-        from lambda_conn._log import log_event
-
-        log_event(30, "tracking_unavailable", module=name, error=repr(exc))
+            fields = {"plugin": integration.origin} if integration.origin != "lambda_conn" else {}
+            log_event(
+                30,
+                "tracking_unavailable",
+                module=name,
+                client=integration.name,
+                **fields,
+                error=repr(exc),
+            )
 
 
 class _PostImportFinder:

@@ -169,17 +169,17 @@ def test_a_client_left_open_is_reported_with_its_kind_and_remote(
     import json
     import logging
 
-    from lambda_conn._integrations import _http
+    from lambda_conn._integrations import _httpx, _requests, _urllib3
 
     # GIVEN a close rule that fails, so the client really stays open after cleanup
-    kind = _http.REQUESTS_SESSION if client == "requests" else _http.HTTPX_CLIENT
+    kind = _requests.REQUESTS_SESSION if client == "requests" else _httpx.HTTPX_CLIENT
 
     def broken(obj: Any) -> None:
         raise OSError("close failed")
 
     monkeypatch.setattr(kind, "close", broken)
     # (a Session's PoolManagers are tracked too: they would close its connections)
-    monkeypatch.setattr(_http.POOL_MANAGER, "close", broken)
+    monkeypatch.setattr(_urllib3.POOL_MANAGER, "close", broken)
     kept: list[Any] = []
 
     @managed_connection

@@ -20,7 +20,9 @@ from types import ModuleType
 from typing import Any
 
 from lambda_conn._integrations._track import tracker
-from lambda_conn._kinds import Kind, register_kind
+from lambda_conn._kinds import Kind, reconnects, register_kind
+from lambda_conn._liveness import socket_idle_and_open
+from lambda_conn._registry import Integration
 from lambda_conn._scope import untracked
 
 # --------------------------------------------------------------------------- connections
@@ -60,7 +62,19 @@ def _remote(conn: Any) -> list[str]:
     return [f"{info.host}:{info.port}"]
 
 
-CONNECTION = Kind("psycopg.Connection", "psycopg", close=_close, is_open=_is_open, remote=_remote)
+def _alive(conn: Any) -> bool:
+    """The socket behind libpq, polled: readable on an idle session means the server left."""
+    return not conn.closed and socket_idle_and_open(conn)
+
+
+CONNECTION = Kind(
+    "psycopg.Connection",
+    "psycopg",
+    close=_close,
+    is_open=_is_open,
+    remote=_remote,
+    alive=_alive,
+)
 # An async scope awaits close(); a sync scope (the loop that made it is gone) finishes it.
 ASYNC_CONNECTION = Kind(
     "psycopg.AsyncConnection",
@@ -69,6 +83,7 @@ ASYNC_CONNECTION = Kind(
     aclose=_aclose,
     is_open=_is_open,
     remote=_remote,
+    alive=_alive,
 )
 
 
@@ -199,6 +214,7 @@ POOL = Kind(
     close=_close_pool,
     is_open=_pool_is_open,
     remote=_pool_remote,
+    alive=reconnects,  # the pool checks its connections
 )
 ASYNC_POOL = Kind(
     "psycopg_pool.AsyncConnectionPool",
@@ -207,6 +223,7 @@ ASYNC_POOL = Kind(
     aclose=_aclose_pool,
     is_open=_pool_is_open,
     remote=_pool_remote,
+    alive=reconnects,
 )
 
 
@@ -222,3 +239,8 @@ def patch_psycopg_pool(psycopg_pool: ModuleType) -> None:
     wrapt.wrap_function_wrapper(pool_async, "AsyncConnectionPool._connect", _aconnect_for_pool)
     register_kind(pool.ConnectionPool, POOL)
     register_kind(pool_async.AsyncConnectionPool, ASYNC_POOL)
+
+
+INTEGRATION = Integration(
+    "psycopg", hooks={"psycopg": patch_psycopg, "psycopg_pool": patch_psycopg_pool}
+)

@@ -7,6 +7,8 @@ from typing import Any
 
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
+from lambda_conn._liveness import socket_idle_and_open
+from lambda_conn._registry import Integration
 
 
 def _close(conn: Any) -> None:
@@ -28,7 +30,18 @@ def _remote(conn: Any) -> list[str]:
     return [f"{conn.host}:{conn.port}"]
 
 
-PYMYSQL = Kind("pymysql.Connection", "pymysql", close=_close, is_open=_is_open, remote=_remote)
+def _alive(conn: Any) -> bool:
+    return conn._sock is not None and socket_idle_and_open(conn._sock)
+
+
+PYMYSQL = Kind(
+    "pymysql.Connection",
+    "pymysql",
+    close=_close,
+    is_open=_is_open,
+    remote=_remote,
+    alive=_alive,
+)
 
 
 def patch_pymysql(pymysql: ModuleType) -> None:
@@ -37,3 +50,6 @@ def patch_pymysql(pymysql: ModuleType) -> None:
     connections = pymysql.connections
     wrapt.wrap_function_wrapper(connections, "Connection.__init__", tracker("pymysql", PYMYSQL))
     register_kind(connections.Connection, PYMYSQL)
+
+
+INTEGRATION = Integration("pymysql", hooks={"pymysql": patch_pymysql})

@@ -13,7 +13,8 @@ from types import ModuleType
 from typing import Any
 
 from lambda_conn._integrations._track import tracker
-from lambda_conn._kinds import Kind, register_kind
+from lambda_conn._kinds import Kind, reconnects, register_kind
+from lambda_conn._registry import Integration
 from lambda_conn._scope import _current, untracked
 
 _POOL_SCOPE = "_lambda_conn_scope"  # serial of the scope a pool was built in
@@ -81,6 +82,7 @@ ENGINE = Kind(
     close=_close_owned,
     is_open=_owned_is_open,
     remote=lambda owned: _url_remote(owned.url),
+    alive=reconnects,  # the pool's own pre-ping and invalidation
 )
 # A pool built in a scope that does not track SQLAlchemy (``clients=["pymysql"]``): the
 # scope disposes it rather than closing its driver connections under it.
@@ -113,7 +115,7 @@ def _close_session(session: Any) -> None:
         session.close()
 
 
-SESSION = Kind("sqlalchemy.orm.Session", "sqlalchemy", close=_close_session)
+SESSION = Kind("sqlalchemy.orm.Session", "sqlalchemy", close=_close_session, alive=reconnects)
 
 
 def _own_engine(engine: Any) -> _OwnedPool:
@@ -185,3 +187,8 @@ def patch_session(orm: ModuleType) -> None:
 
     wrapt.wrap_function_wrapper(module, "Session.__init__", tracker("sqlalchemy", SESSION))
     register_kind(module.Session, SESSION)
+
+
+INTEGRATION = Integration(
+    "sqlalchemy", hooks={"sqlalchemy": patch_engine, "sqlalchemy.orm": patch_session}
+)

@@ -1,0 +1,130 @@
+"""urllib3: PoolManagers and connection pools built in a scope are closed at its end.
+
+Pools that a PoolManager creates belong to it; only pools the handler builds itself are
+tracked, so a module-level PoolManager (or requests Session) keeps its keep-alive
+connections. urllib3 checks a pooled connection before reusing it, so a reused manager
+needs no probe of ours.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from lambda_conn._integrations._track import tracker
+from lambda_conn._kinds import Kind, reconnects, register_kind
+from lambda_conn._registry import Integration
+from lambda_conn._scope import untracked
+
+# urllib3 2.x PoolManager.clear() only drops its pools (they close when collected), and a
+# pool does not know the connections it has handed out (an unread streamed response holds
+# one). So each pool remembers every connection it makes, and closing closes them all.
+_CONNS = "_lambda_conn_connections"
+
+
+def _remember_connection(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    conn = wrapped(*args, **kwargs)
+    conns = instance.__dict__.get(_CONNS)
+    if conns is None:
+        import weakref
+
+        conns = instance.__dict__[_CONNS] = weakref.WeakSet()
+    conns.add(conn)
+    return conn
+
+
+def close_pool(pool: Any) -> None:
+    try:
+        pool.close()  # the idle connections
+    finally:
+        for conn in list(pool.__dict__.get(_CONNS, ())):
+            conn.close()  # and the ones still out with a response
+
+
+def pool_is_open(pool: Any) -> bool:
+    return any(conn.sock is not None for conn in pool.__dict__.get(_CONNS, ()))
+
+
+def pools_of(manager: Any) -> list[Any]:
+    container = getattr(manager.pools, "_container", None)
+    return list(container.values()) if container is not None else []
+
+
+def _close_pool_manager(manager: Any) -> None:
+    pools = pools_of(manager)
+    manager.clear()
+    close_pools(pools)
+
+
+def close_pools(pools: list[Any]) -> None:
+    errors = []
+    for pool in pools:
+        try:
+            close_pool(pool)
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def pool_manager_is_open(manager: Any) -> bool:
+    return any(pool_is_open(pool) for pool in pools_of(manager))
+
+
+def _pool_remote(pool: Any) -> str:
+    return f"{pool.host}:{pool.port}"
+
+
+def pool_manager_remote(manager: Any) -> list[str]:
+    """Where the manager's still-open connections go (for the leak report)."""
+    return [_pool_remote(pool) for pool in pools_of(manager) if pool_is_open(pool)]
+
+
+POOL_MANAGER = Kind(
+    "urllib3.PoolManager",
+    "urllib3",
+    close=_close_pool_manager,
+    is_open=pool_manager_is_open,
+    remote=pool_manager_remote,
+    alive=reconnects,
+)
+
+
+def _new_pool_untracked(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    with untracked():
+        return wrapped(*args, **kwargs)
+
+
+CONNECTION_POOL = Kind(
+    "urllib3.HTTPConnectionPool",
+    "urllib3",
+    close=close_pool,
+    is_open=pool_is_open,
+    remote=lambda pool: [_pool_remote(pool)],
+    alive=lambda pool: pool.pool is not None,  # closed pools raise ClosedPoolError
+)
+
+
+def patch_urllib3(urllib3: ModuleType) -> None:
+    import wrapt
+    from urllib3 import connectionpool, poolmanager
+
+    wrapt.wrap_function_wrapper(
+        poolmanager, "PoolManager.__init__", tracker("urllib3", POOL_MANAGER)
+    )
+    wrapt.wrap_function_wrapper(poolmanager, "PoolManager._new_pool", _new_pool_untracked)
+    register_kind(poolmanager.PoolManager, POOL_MANAGER)
+    wrapt.wrap_function_wrapper(
+        connectionpool, "HTTPConnectionPool.__init__", tracker("urllib3", CONNECTION_POOL)
+    )
+    wrapt.wrap_function_wrapper(
+        connectionpool, "HTTPConnectionPool._new_conn", _remember_connection
+    )
+    register_kind(connectionpool.HTTPConnectionPool, CONNECTION_POOL)
+
+
+INTEGRATION = Integration("urllib3", hooks={"urllib3": patch_urllib3})

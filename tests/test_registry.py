@@ -1,0 +1,298 @@
+"""The client registry: built-ins and plugins declare themselves once; the rest derives.
+
+Plugins are tested as users install them: a distribution's ``*.dist-info`` with an
+``entry_points.txt`` on ``sys.path`` of a fresh interpreter (examples/plugin/ is the one
+docs/plugins.md walks through), against a real TCP server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import lambda_conn
+from lambda_conn import _registry
+from lambda_conn._entry_points import entry_points
+from tests.servers import SilentTCPServer
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "plugin"
+INTEGRATIONS = ROOT / "lambda_conn" / "_integrations"
+
+
+def test_every_integration_module_declares_one_client_and_clients_derives_from_them() -> None:
+    import importlib
+
+    declared = []
+    for path in sorted(INTEGRATIONS.glob("_*.py")):
+        if path.stem.startswith("__"):
+            continue
+        module = importlib.import_module(f"lambda_conn._integrations.{path.stem}")
+        if hasattr(module, "INTEGRATION"):
+            declared.append(module.INTEGRATION.name)
+        else:  # a helper shared by integrations: it must not look like one
+            assert "patch" not in "".join(vars(module)), path.name
+    assert len(declared) == len(set(declared))
+    assert set(declared) <= set(lambda_conn.CLIENTS)
+    assert set(lambda_conn.CLIENTS) - set(declared) == set()  # no plugin in this interpreter
+    hooked = {m for i in _registry.integrations() for m in i.hooks}
+    assert {"pymysql", "sqlalchemy", "requests", "urllib3", "httpx", "psycopg"} <= hooked
+
+
+def test_every_kind_declares_how_a_reused_one_is_probed() -> None:
+    """Forgetting the probe must not silently trust a dead reused client."""
+    from lambda_conn import _tracking
+    from lambda_conn._kinds import _by_type
+
+    _tracking.install()
+    import httpx  # noqa: F401  (patched on import)
+    import psycopg  # noqa: F401
+    import pymysql  # noqa: F401
+    import requests  # noqa: F401
+    import sqlalchemy.orm  # noqa: F401
+
+    assert len(_by_type) >= 10
+    for cls, kind in _by_type.items():
+        assert callable(kind.alive), (cls, kind)
+        assert kind.close is not None or kind.aclose is not None, kind
+
+
+def test_unknown_client_names_the_accepted_ones() -> None:
+    with pytest.raises(lambda_conn.ConfigurationError) as info:
+        lambda_conn.managed_connection(clients=["pymsql"])
+    message = str(info.value)
+    assert "clients='pymsql'" in message
+    for name in lambda_conn.CLIENTS:
+        assert name in message
+
+
+def test_register_client_validates_its_input() -> None:
+    with pytest.raises(lambda_conn.ConfigurationError, match=r"lambda_conn\.Integration"):
+        lambda_conn.register_client("redis")  # type: ignore[arg-type]
+    with pytest.raises(lambda_conn.ConfigurationError, match="client name"):
+        lambda_conn.Integration("all", hooks={"x": lambda m: None})
+    with pytest.raises(lambda_conn.ConfigurationError, match="hooks"):
+        lambda_conn.Integration("x", hooks={})
+    taken = lambda_conn.Integration("pymysql", hooks={"pymysql": lambda m: None})
+    with pytest.raises(lambda_conn.ConfigurationError, match="not taken already"):
+        lambda_conn.register_client(taken)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _dist_info(site: Path, dist: str, entry_points_txt: str) -> None:
+    info = site / f"{dist}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points_txt))
+
+
+def test_entry_points_read_as_importlib_metadata_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    _dist_info(first, "plug_one", "[lambda_conn.clients]\nmod_a = plug_one:I\n[other]\nx = y:z\n")
+    _dist_info(first, "plug_two", "# note\n[lambda_conn.clients]\n mod_b = plug_two:INTEGRATION\n")
+    _dist_info(second, "Plug_One", "[lambda_conn.clients]\nshadowed = plug_one:I\n")  # loses
+    (first / "noentry-1.0.dist-info").mkdir()
+    (first / "plain.egg-info").write_text("an egg-info file, not a directory")
+    path = [str(first), str(second), str(tmp_path / "missing")]
+    monkeypatch.setattr(sys, "path", path)
+    theirs = {
+        (ep.name, ep.value, ep.dist.name if ep.dist else "")
+        for ep in importlib.metadata.entry_points(group="lambda_conn.clients")
+    }
+    ours = {(ep.name, ep.value, ep.dist) for ep in entry_points("lambda_conn.clients")}
+    assert ours == theirs
+    assert ours == {
+        ("mod_a", "plug_one:I", "plug_one"),
+        ("mod_b", "plug_two:INTEGRATION", "plug_two"),
+    }
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path) -> Path:
+    """The example plugin installed as a wheel installs it: modules plus a dist-info."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("toyclient.py", "lambda_conn_toyclient.py"):
+        shutil.copy(EXAMPLE / name, site / name)
+    _dist_info(
+        site,
+        "lambda_conn_toyclient",
+        "[lambda_conn.clients]\ntoyclient = lambda_conn_toyclient:INTEGRATION\n",
+    )
+    return site
+
+
+def run_with(site: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+PLUGIN_STORY = """
+    import json, logging, sys
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    import lambda_conn
+    from lambda_conn import managed_connection
+    kept = []
+
+    @managed_connection
+    def handler(event, context):
+        import toyclient
+        conn = toyclient.connect("127.0.0.1", int(sys.argv[1]))
+        conn.send(b"hello")
+        kept.append(conn)  # the leak the plugin exists for
+        return "ok"
+
+    loaded_before = "lambda_conn_toyclient" in sys.modules
+    assert handler({}, None) == "ok"
+    print(json.dumps({
+        "loaded_before_import": loaded_before,
+        "closed": kept[0].closed,
+        "metadata_machinery": "importlib.metadata" in sys.modules,
+        "clients": list(lambda_conn.CLIENTS),
+    }))
+"""
+
+
+def test_an_installed_plugin_tracks_its_client_and_loads_only_with_it(
+    plugin_site: Path, silent_server: SilentTCPServer
+) -> None:
+    out = run_with(plugin_site, PLUGIN_STORY, str(silent_server.port))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["closed"] is True
+    assert silent_server.wait_open(0) == 0  # the server saw the connection end
+    assert silent_server.accepted == 1
+    assert result["loaded_before_import"] is False  # decorating did not load the plugin
+    assert result["metadata_machinery"] is False
+    assert "toyclient" in result["clients"]
+
+
+def test_a_plugin_named_in_clients_is_accepted_and_an_unknown_name_lists_it(
+    plugin_site: Path,
+) -> None:
+    code = """
+        import json
+        from lambda_conn import ConfigurationError, managed_connection
+        managed_connection(clients=["toyclient", "pymysql"])
+        try:
+            managed_connection(clients=["toy"])
+        except ConfigurationError as exc:
+            print(json.dumps(str(exc)))
+    """
+    out = run_with(plugin_site, code)
+    assert out.returncode == 0, out.stderr
+    message = json.loads(out.stdout)
+    assert message.startswith("clients='toy' is not valid")
+    assert "toyclient" in message and "pymysql" in message
+
+
+@pytest.mark.parametrize(
+    "entry_value",
+    ["lambda_conn_broken:INTEGRATION", "lambda_conn_toyclient:CONNECTION"],
+    ids=["raises-on-import", "not-an-integration"],
+)
+def test_a_plugin_that_fails_to_load_is_logged_and_never_breaks_the_import(
+    tmp_path: Path, silent_server: SilentTCPServer, entry_value: str
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("toyclient.py", "lambda_conn_toyclient.py"):
+        shutil.copy(EXAMPLE / name, site / name)
+    (site / "lambda_conn_broken.py").write_text("raise RuntimeError('plugin bug')\n")
+    _dist_info(site, "lambda_conn_broken", f"[lambda_conn.clients]\ntoyclient = {entry_value}\n")
+    code = """
+        import json, logging, sys
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+        from lambda_conn import managed_connection
+
+        @managed_connection
+        def handler(event, context):
+            import toyclient  # the user's import must still work
+            conn = toyclient.connect("127.0.0.1", int(sys.argv[1]))
+            conn.close()
+            return "ok"
+
+        print(json.dumps(handler({}, None)))
+    """
+    out = run_with(site, code, str(silent_server.port))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == "ok"
+    (line,) = [json.loads(x) for x in out.stderr.splitlines() if "tracking_unavailable" in x]
+    assert line["plugin"] == "lambda_conn_broken"
+    assert line["entry_point"] == entry_value
+    assert line["module"] == "toyclient"
+
+
+def test_register_client_at_run_time_tracks_without_an_entry_point(
+    silent_server: SilentTCPServer,
+) -> None:
+    code = """
+        import json, sys
+        sys.path.insert(0, sys.argv[2])
+        import toyclient  # imported before the plugin registers: patched at once
+        import lambda_conn_toyclient
+        from lambda_conn import managed_connection, register_client
+        register_client(lambda_conn_toyclient.INTEGRATION)
+        kept = []
+
+        @managed_connection(clients=["toyclient"])
+        def handler(event, context):
+            kept.append(toyclient.connect("127.0.0.1", int(sys.argv[1])))
+
+        handler({}, None)
+        print(json.dumps(kept[0].closed))
+    """
+    out = run_with(ROOT, code, str(silent_server.port), str(EXAMPLE))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) is True
+    assert silent_server.wait_open(0) == 0
+
+
+def test_import_lambda_conn_loads_no_registry_and_decorating_no_metadata_machinery() -> None:
+    code = """
+        import json, sys
+        import lambda_conn
+        after_import = set(sys.modules)
+        @lambda_conn.managed_connection
+        def handler(event, context):
+            return 1
+        handler({}, None)
+        added = set(sys.modules) - after_import
+        print(json.dumps({
+            "registry_at_import": sorted(m for m in after_import if "_integrations" in m
+                                         or m == "lambda_conn._registry"),
+            "metadata_machinery": sorted(m for m in sys.modules if m == "importlib.metadata"),
+            "added_outside_lambda_conn": sorted(m for m in added if "lambda_conn" not in m),
+        }))
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(out.stdout) == {
+        "registry_at_import": [],
+        "metadata_machinery": [],
+        "added_outside_lambda_conn": [],  # no client, no wrapt, no zipfile/email/csv
+    }
