@@ -6,7 +6,9 @@ Each integration's ``Kind.alive`` is the probe for its client (most use
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def socket_idle_and_open(sock: Any) -> bool:

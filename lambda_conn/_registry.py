@@ -87,12 +87,14 @@ def _load_builtins() -> None:
     with _lock:
         if _builtins_loaded:
             return
-        from importlib import import_module
+        import sys
 
         from lambda_conn import _integrations
 
         for module_name in _builtin_module_names(_integrations.__path__):
-            module = import_module(f"lambda_conn._integrations.{module_name}")
+            qualified = f"lambda_conn._integrations.{module_name}"
+            __import__(qualified)  # not importlib.import_module: importlib imports warnings
+            module = sys.modules[qualified]
             integration = getattr(module, "INTEGRATION", None)
             if isinstance(integration, Integration):
                 _by_name.setdefault(integration.name, integration)
@@ -154,10 +156,11 @@ def hooks_for(module: str) -> list[tuple[Integration, Callable[[ModuleType], Non
 def load_plugin(ep: EntryPoint) -> Integration | None:
     """Import a plugin's integration; log ``tracking_unavailable`` if it cannot be used."""
     try:
-        from importlib import import_module
+        import sys
 
         module_name, _, attr = ep.value.partition(":")
-        obj: Any = import_module(module_name.strip())
+        __import__(module_name.strip())
+        obj: Any = sys.modules[module_name.strip()]
         for part in attr.strip().split(".") if attr.strip() else ():
             obj = getattr(obj, part)
         if not isinstance(obj, Integration):

@@ -267,25 +267,31 @@ def test_register_client_at_run_time_tracks_without_an_entry_point(
     assert silent_server.wait_open(0) == 0
 
 
-def test_import_lambda_conn_loads_no_registry_and_decorating_no_metadata_machinery() -> None:
-    code = """
+def test_import_loads_no_registry_and_installing_adds_only_lambda_conn_modules() -> None:
+    """Installing tracking (what decorating does) and naming clients reads no metadata,
+    imports no client, no wrapt, no typing: only lambda_conn's own modules.
+
+    ``-I -S`` as in test_cold_start: nothing of this machine's site has imported them first.
+    """
+    code = f"""
         import json, sys
+        sys.path[:0] = [{str(ROOT)!r}]
         import lambda_conn
         after_import = set(sys.modules)
-        @lambda_conn.managed_connection
-        def handler(event, context):
-            return 1
-        handler({}, None)
+        from lambda_conn import _tracking
+        _tracking.install()
+        from lambda_conn._registry import parse_clients
+        parse_clients(["pymysql", "httpx"])
         added = set(sys.modules) - after_import
-        print(json.dumps({
+        print(json.dumps({{
             "registry_at_import": sorted(m for m in after_import if "_integrations" in m
                                          or m == "lambda_conn._registry"),
-            "metadata_machinery": sorted(m for m in sys.modules if m == "importlib.metadata"),
             "added_outside_lambda_conn": sorted(m for m in added if "lambda_conn" not in m),
-        }))
+            "integrations_loaded": "lambda_conn._integrations._pymysql" in added,
+        }}))
     """
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-I", "-S", "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -293,6 +299,6 @@ def test_import_lambda_conn_loads_no_registry_and_decorating_no_metadata_machine
     )
     assert json.loads(out.stdout) == {
         "registry_at_import": [],
-        "metadata_machinery": [],
-        "added_outside_lambda_conn": [],  # no client, no wrapt, no zipfile/email/csv
+        "added_outside_lambda_conn": [],  # no client, wrapt, typing, importlib.metadata
+        "integrations_loaded": True,
     }

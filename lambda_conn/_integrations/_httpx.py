@@ -6,12 +6,14 @@ so that is what a reused one is probed for.
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
-
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
 from lambda_conn._registry import Integration
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
 
 
 def _httpx_is_open(client: Any) -> bool:

@@ -15,15 +15,16 @@ closed with it, including the connections it has handed out and not got back, wh
 
 from __future__ import annotations
 
-import contextlib
-from types import ModuleType
-from typing import Any
-
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._liveness import socket_idle_and_open
 from lambda_conn._registry import Integration
 from lambda_conn._scope import untracked
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
 
 # --------------------------------------------------------------------------- connections
 
@@ -102,8 +103,10 @@ def _release_failed_attempt(exc: BaseException) -> None:
         if frame.f_code.co_name == "connect" and frame.f_globals.get("__name__") in (
             _CONNECT_MODULES
         ):
-            with contextlib.suppress(RuntimeError):  # still executing: not ours to clear
+            try:  # noqa: SIM105  (contextlib would be one more import when decorating)
                 frame.clear()
+            except RuntimeError:  # still executing: not ours to clear
+                pass
         tb = tb.tb_next
 
 

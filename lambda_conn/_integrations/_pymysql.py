@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
-
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
 from lambda_conn._liveness import socket_idle_and_open
 from lambda_conn._registry import Integration
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
 
 
 def _close(conn: Any) -> None:

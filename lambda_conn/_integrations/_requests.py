@@ -6,9 +6,6 @@ it checks a pooled connection before reusing it, so a reused Session needs no pr
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
-
 from lambda_conn._integrations._track import tracker
 from lambda_conn._integrations._urllib3 import (
     close_pools,
@@ -18,6 +15,11 @@ from lambda_conn._integrations._urllib3 import (
 )
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._registry import Integration
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
 
 
 def _managers_of(session: Any) -> list[Any]:

@@ -8,14 +8,16 @@ unknown state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import ModuleType
-from typing import Any
-
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._registry import Integration
 from lambda_conn._scope import _current, untracked
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import Any
 
 _POOL_SCOPE = "_lambda_conn_scope"  # serial of the scope a pool was built in
 _DRIVERS = ("pymysql", "psycopg")  # clients whose connections a pool may hold

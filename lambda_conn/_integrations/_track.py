@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lambda_conn._kinds import Kind
 from lambda_conn._scope import _current
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def tracker(client: str, kind: Kind, *, own: Any = None) -> Any:

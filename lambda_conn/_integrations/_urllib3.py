@@ -8,13 +8,15 @@ needs no probe of ours.
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
-
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._registry import Integration
 from lambda_conn._scope import untracked
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
 
 # urllib3 2.x PoolManager.clear() only drops its pools (they close when collected), and a
 # pool does not know the connections it has handed out (an unread streamed response holds
