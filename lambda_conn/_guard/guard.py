@@ -5,6 +5,13 @@ behind. The baseline is taken at the end of the first invocation: the first poin
 Init where we have control (Init is not over when the decorator runs, and a
 ``reused_connection`` opens on first use, which is not a leak). Each environment draws its
 jitter then too, after any SnapStart restore, so restored copies do not share one draw.
+
+Besides the levels (the configured limit, the hard ceiling) the guard watches the growth
+per invocation (``growth``): when the next invocation or two at the measured rate would
+reach the hard maximum itself (RLIMIT_NOFILE, the function's memory), it recycles now,
+whatever the minimum lifetime or the trigger ("projected"). The minimum lifetime defers a
+recycle at the limit only while the environment can live that long under the ceiling:
+if the growth will carry it to the ceiling first, the recycle happens at the limit.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lambda_conn._guard import probes
+from lambda_conn._guard.growth import Growth
 from lambda_conn._guard.triggers import REQUEST, Trigger, classify
 
 if TYPE_CHECKING:
@@ -49,15 +57,23 @@ def _random_unit() -> float:
 
 
 class Breach:
-    """One limit crossed: what, how much, against which limit."""
+    """One limit crossed: what, how much, against which limit (``extra``: for the log)."""
 
-    __slots__ = ("at_ceiling", "limit", "measured", "reason")
+    __slots__ = ("at_ceiling", "extra", "limit", "measured", "reason")
 
-    def __init__(self, reason: str, measured: int, limit: int, at_ceiling: bool) -> None:
+    def __init__(
+        self,
+        reason: str,
+        measured: int,
+        limit: int,
+        at_ceiling: bool,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.reason = reason
         self.measured = measured
         self.limit = limit
         self.at_ceiling = at_ceiling
+        self.extra = extra if extra is not None else {}
 
     def __repr__(self) -> str:
         return f"Breach({self.reason!r}, {self.measured} > {self.limit})"
@@ -120,12 +136,18 @@ class HealthGuard:
         self._failed = False
         self._hook_broken = False
         self._armed_for: str | None = None  # the request whose post is to end the process
+        self.growth: dict[str, Growth] = {}  # per measured resource, from the baseline on
+        self._measured: dict[str, int] = {}  # the last measurement of this invocation
+        self._unreachable_said: set[str] = set()
+        # What fails the next request when reached: RLIMIT_NOFILE, the function's memory.
+        self.maxima: dict[str, int | None] = {
+            "fd": platform.fd_rlimit if config.fd_limit else None,
+            "memory": platform.memory_bytes if config.memory_limit else None,
+        }
         hard = config.hard_ceiling
         self.ceilings: dict[str, int | None] = {
-            "fd": math.floor(platform.fd_rlimit * hard) if config.fd_limit else None,
-            "memory": math.floor(platform.memory_bytes * hard)
-            if config.memory_limit and platform.memory_bytes
-            else None,
+            name: math.floor(most * hard) if most is not None else None
+            for name, most in self.maxima.items()
         }
 
     def __repr__(self) -> str:
@@ -175,7 +197,16 @@ class HealthGuard:
             if self._armed_for is None or request_id in (None, self._armed_for):
                 return None  # armed during this very invocation: its post comes next
             self._hook_missed()
-        measured = self._measure() if self.started else self._start()
+        if not self.started:
+            return self._judge(self._start(), args)  # the baseline: no growth yet
+        measured = self._measure()
+        try:
+            return self._judge(measured, args)
+        finally:
+            self._grown()
+
+    def _judge(self, measured: dict[str, int], args: tuple[Any, ...]) -> str | None:
+        self._unreachable(measured, args)
         breach = self._breach(measured)
         if breach is None:
             return None
@@ -225,6 +256,8 @@ class HealthGuard:
         cut = self.config.jitter * self._rand()
         self._fd_threshold = None  # measure the baseline exactly
         self.baseline = self._measure()
+        self.growth = {name: Growth(value) for name, value in self.baseline.items()}
+        self._unreachable_said = set()
         configured = {
             "fd": self.config.fd_limit.value if self.config.fd_limit else None,
             "memory": self.config.memory_limit.value if self.config.memory_limit else None,
@@ -263,29 +296,110 @@ class HealthGuard:
         memory = self.config.memory_limit
         if memory is not None and memory.value is not None:
             measured["memory"] = self._read_rss()
+        self._measured = measured
         return measured
 
     def _fds_surely_under(self) -> bool:
-        """True when a cheap upper bound already proves the count under the threshold."""
+        """True when a cheap upper bound already proves the count under the threshold,
+        and far enough under the maximum that no projection from there could reach it."""
         threshold, bound = self._fd_threshold, self._fd_upper_bound
         if threshold is None or bound is None:
             return False
         most = bound()
-        return most is not None and most <= threshold
+        if most is None or most > threshold:
+            return False
+        growth, maximum = self.growth.get("fd"), self.maxima["fd"]
+        return growth is None or maximum is None or growth.reach_from_bound(most) < maximum
+
+    def _grown(self) -> None:
+        """Record what this invocation left (after the collection, if one ran)."""
+        measured = self._measured
+        for name, growth in self.growth.items():
+            value = measured.get(name)
+            if value is None:
+                growth.skipped()
+            else:
+                growth.record(value)
+
+    def _unreachable(self, measured: dict[str, int], args: tuple[Any, ...]) -> None:
+        """An invocation that grew by all the room it had: no check after it could have
+        saved it. Say so honestly (once per environment and resource)."""
+        for name, value in measured.items():
+            maximum, growth = self.maxima.get(name), self.growth.get(name)
+            if maximum is None or growth is None or value < maximum:
+                continue
+            if name in self._unreachable_said or value <= growth.last:
+                continue
+            self._unreachable_said.add(name)
+            from lambda_conn._log import log_event
+
+            _, context = event_and_context(args)
+            log_event(
+                30,
+                "health_limit_unreachable",
+                resource=name,
+                jump=value - growth.last,
+                room_left=maximum - growth.last,
+                measured=value,
+                hard_max=maximum,
+                invocations=self.invocations,
+                request_id=getattr(context, "aws_request_id", None),
+                note="this invocation needed at least all the room it had left; a check "
+                "after an invocation cannot prevent that, only recycle after it",
+            )
 
     def _breach(self, measured: dict[str, int]) -> Breach | None:
+        """The most urgent breach: the ceiling, then a projection, then a limit."""
+        over = None
         for reason, value in measured.items():
             limit = self.limits.get(reason)
             ceiling = self.ceilings.get(reason)
-            at_ceiling = ceiling is not None and value > ceiling
-            if limit is not None and value > limit:
-                return Breach(reason, value, limit, at_ceiling)
-            if at_ceiling and ceiling is not None:
-                return Breach(reason, value, ceiling, True)
+            if ceiling is not None and value > ceiling:
+                over_limit = limit is not None and value > limit
+                return Breach(reason, value, limit if over_limit and limit else ceiling, True)
+            if over is None and limit is not None and value > limit:
+                over = Breach(reason, value, limit, False)
+        for reason, value in measured.items():
+            projected = self._projected(reason, value)
+            if projected is not None:
+                return projected
+        if over is not None:
+            return over
         most = self.limits.get("max_invocations")
         if most is not None and self.invocations >= most:
             return Breach("max_invocations", self.invocations, most, False)
         return None
+
+    def _projected(self, reason: str, value: int) -> Breach | None:
+        """A breach when the next invocation or two at the measured rate reach the maximum."""
+        growth, maximum = self.growth.get(reason), self.maxima.get(reason)
+        if growth is None or maximum is None or growth.reach(value) < maximum:
+            return None  # the cheap bound: the common case ends here
+        rate, horizon, projection = growth.projection(value)
+        if projection < maximum:
+            return None
+        extra = {"resource": reason, "rate": rate, "horizon": horizon, "projection": projection}
+        return Breach("projected", value, maximum, False, extra)
+
+    def _ceiling_first(self, breach: Breach) -> bool:
+        """True when, at the sustained rate and this environment's request rate, usage
+        reaches the hard ceiling before the minimum lifetime ends: deferring would not keep
+        the environment alive that long, only let it run up to the ceiling. (A baseline that
+        is merely high shows no sustained growth and is deferred.)"""
+        growth, ceiling = self.growth.get(breach.reason), self.ceilings.get(breach.reason)
+        if growth is None or ceiling is None:
+            return False
+        rate = growth.sustained(breach.measured)
+        if rate <= 0:
+            return False
+        age = self.age
+        ahead = math.ceil((ceiling - breach.measured) / rate) * age / self.invocations
+        if age + ahead >= self.config.min_lifetime:
+            return False
+        breach.extra.update(
+            rate=round(rate, 3), ceiling_in_s=round(ahead, 3), overrides="min_lifetime"
+        )
+        return True
 
     def _decide(self, breach: Breach, trigger: Trigger) -> tuple[str, str | None]:
         """("recycle", None) or ("report", why not)."""
@@ -297,9 +411,9 @@ class HealthGuard:
             return "report", "multi_concurrency"
         if self._hook_broken or not self._recycler.available():
             return "report", "no_runtime_hook"
-        if breach.at_ceiling:
+        if breach.at_ceiling or breach.reason == "projected":
             return "recycle", None  # about to fail anyway: better now, after a response
-        if self.age < self.config.min_lifetime:
+        if self.age < self.config.min_lifetime and not self._ceiling_first(breach):
             return "report", "min_lifetime"
         if trigger.retrying and self.config.retrying_triggers == "report":
             return "report", "retrying_trigger"
@@ -325,11 +439,12 @@ class HealthGuard:
             "measured": breach.measured,
             "limit": breach.limit,
             "at_ceiling": breach.at_ceiling,
-            "baseline": self.baseline.get(breach.reason),
+            "baseline": self.baseline.get(breach.extra.get("resource", breach.reason)),
             "invocations": self.invocations,
             "age_s": round(self.age, 3),
             "request_id": getattr(context, "aws_request_id", None),
             **{("fds" if k == "fd" else "rss_bytes"): v for k, v in measured.items()},
+            **breach.extra,
             **trigger.fields(),
         }
         if deferred_by is not None:

@@ -14,6 +14,7 @@ microseconds, not a hundred:
 
 from __future__ import annotations
 
+import errno
 import os
 
 _FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
@@ -64,7 +65,12 @@ class FdCounter:
 
     @staticmethod
     def _listed() -> int:
-        return len(os.listdir(_FD_DIR)) - 1  # not counting the one listdir itself uses
+        try:
+            return len(os.listdir(_FD_DIR)) - 1  # not counting the one listdir itself uses
+        except OSError as exc:
+            if exc.errno == errno.EMFILE:  # no descriptor left to list with: all are open
+                return fd_soft_limit()
+            raise
 
     def _stat_counts(self) -> bool:
         """True where st_size is the descriptor count (Linux >= 6.2), checked against a

@@ -13,6 +13,10 @@ from typing import Any
 
 from lambda_conn._log import log_event
 
+# Imported with the guard, not at the first report: at the descriptor limit, importing
+# a module (which opens its file) fails with EMFILE.
+from lambda_conn._metrics import put_metric
+
 NAMESPACE = "lambda_conn"
 METRIC = "HealthLimitExceeded"
 WARNING = 30
@@ -58,8 +62,6 @@ def emf_record(
 def write_emf(action: str, fields: dict[str, Any], function_name: str | None) -> None:
     """Through Powertools' metrics when the user has them in use, else a plain EMF line
     (the same record as :func:`emf_record`); never raises."""
-    from lambda_conn._metrics import put_metric
-
     dimensions = (
         {"FunctionName": function_name, "Action": action} if function_name else {"Action": action}
     )
