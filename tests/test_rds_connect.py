@@ -126,6 +126,34 @@ def test_a_wrong_ca_is_refused_and_not_retried(tls_mariadb: MariaDBServer, tmp_p
     assert tls_mariadb.wait_for_sessions(0) == 0
 
 
+def test_tls_sessions_are_resumed_per_endpoint_and_dropped_on_failure(
+    tls_mariadb: MariaDBServer,
+) -> None:
+    from lambda_conn._rds.resume import forget_all
+
+    forget_all()
+
+    def resumed(rds: RDSConnector) -> bool:
+        conn = rds.connect()
+        try:
+            return bool(conn._sock.session_reused)
+        finally:
+            conn.close()
+
+    rds = connector_for(tls_mariadb)
+    # GIVEN a first connect (a full handshake), THEN the next ones resume its session
+    assert [resumed(rds) for _ in range(3)] == [False, True, True]
+    # and another connector to the same endpoint shares it
+    assert resumed(connector_for(tls_mariadb))
+    # WHEN a connect that offered the session fails, THEN the session is dropped
+    with pytest.raises(pymysql.err.OperationalError):
+        connector_for(tls_mariadb, password="wrong", retry=Retry(sleep=no_sleep)).connect()
+    assert resumed(rds) is False
+    # resume_tls=False: a full handshake every time
+    assert not resumed(connector_for(tls_mariadb, resume_tls=False))
+    assert tls_mariadb.wait_for_sessions(0) == 0
+
+
 def test_the_shared_ssl_context_is_used(tls_mariadb: MariaDBServer) -> None:
     from lambda_conn._tls import tls_context
 
@@ -133,7 +161,7 @@ def test_the_shared_ssl_context_is_used(tls_mariadb: MariaDBServer) -> None:
     rds = connector_for(tls_mariadb)
     conn = rds.connect()
     try:
-        assert conn.ctx is tls_context(ca=tls_mariadb.tls.ca, verify=True)
+        assert conn.ctx.context is tls_context(ca=tls_mariadb.tls.ca, verify=True)
     finally:
         conn.close()
 

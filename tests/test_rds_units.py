@@ -213,7 +213,7 @@ def test_secret_never_shows() -> None:
 def test_connector_repr_names_the_endpoint_never_the_password() -> None:
     rds = RDSConnector("db.example", user="app", password="s3cret-pw", database="app", tls=False)
     assert repr(rds) == (
-        "RDSConnector(host='db.example', port=3306, user='app', database='app', "
+        "RDSConnector(engine='mysql', host='db.example', port=3306, user='app', database='app', "
         "auth='password', tls='off')"
     )
     assert "s3cret" not in repr(rds)

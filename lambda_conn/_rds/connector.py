@@ -1,7 +1,8 @@
-"""``RDSConnector``: PyMySQL connections that are safe to open inside a Lambda invocation.
+"""``RDSConnector``: MySQL and PostgreSQL connections that are safe to open inside a Lambda
+invocation.
 
-One validated value object holds everything a connect needs (endpoint, auth, TLS, retry,
-timeouts) and produces connections on demand:
+One validated value object holds everything a connect needs (engine, endpoint, auth, TLS,
+retry, timeouts) and produces connections on demand:
 
     rds = RDSConnector("proxy.example", user="app", database="app", iam=True, verify=True)
     conn = rds.connect(context)      # per invocation (closed by @managed_connection)
@@ -9,22 +10,20 @@ timeouts) and produces connections on demand:
     conn = db(context)
 
 Every connect is bounded by the invocation's remaining time less a margin: attempts,
-backoff sleeps and socket timeouts all fit inside it, so a hung server or a burst of 1040s
-ends in an error the handler can report instead of a Lambda timeout.
+backoff sleeps and socket timeouts all fit inside it, so a hung server or a burst of
+"too many connections" ends in an error the handler can report instead of a Lambda
+timeout. What differs per engine (the driver call, its error codes, its timeouts) lives in
+``mysql`` (PyMySQL) and ``postgres`` (psycopg 3 or psycopg2); the drivers load only there.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import socket
+import re
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
-
-import pymysql
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lambda_conn._errors import ConfigurationError, LambdaConnError
 from lambda_conn._log import log_event
@@ -37,54 +36,45 @@ from lambda_conn._rds.deadline import (
     seconds,
 )
 from lambda_conn._rds.iam import IAMTokenProvider
-from lambda_conn._rds.retry import Retry, error_code, is_retryable
+from lambda_conn._rds.retry import Retry
 from lambda_conn._rds.secret import MASK, Secret, redact
-from lambda_conn._rds.watchdog import WATCHDOG
 from lambda_conn._reuse import ReusedConnection
 
 if TYPE_CHECKING:
     import ssl
 
+    from lambda_conn._rds.resume import ResumingTLS
+
 #: Below this much time left there is no point starting (or sleeping before) an attempt:
 #: a TLS login to RDS Proxy takes longer.
 MIN_ATTEMPT_TIME = 0.05
 
-# PyMySQL arguments the connector sets itself: passing them through would bypass TLS,
-# auth or the deadline.
-_OWN_OPTIONS = {
-    "host": "host",
-    "port": "port=",
-    "user": "user=",
-    "password": "password= or iam=",
-    "passwd": "password= or iam=",
-    "database": "database=",
-    "db": "database=",
-    "ssl": "tls=, ssl_ca= and verify=",
-    "ssl_ca": "ssl_ca=",
-    "ssl_disabled": "tls=False",
-    "ssl_verify_cert": "verify=",
-    "ssl_verify_identity": "verify=",
-    "connect_timeout": "timeouts=Timeouts(connect=...)",
-    "read_timeout": "timeouts=Timeouts(read=...)",
-    "write_timeout": "timeouts=Timeouts(write=...)",
-    "defer_connect": "nothing (the connector connects)",
-    "ssl_cert": "nothing: client certificates are not supported (RDS uses none)",
-    "ssl_key": "nothing: client certificates are not supported (RDS uses none)",
-    "ssl_key_password": "nothing: client certificates are not supported (RDS uses none)",
-    "unix_socket": "host and port (RDS is reached over TCP)",
-    # An option file can set the host, credentials and TLS behind the connector's back.
-    "read_default_file": "the connector's own options",
-    "read_default_group": "the connector's own options",
+#: ``engine=`` values and the module that implements each.
+ENGINES = {
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "aurora-mysql": "mysql",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+    "aurora-postgresql": "postgres",
 }
-_SECRET_OPTIONS = {"password", "passwd", "ssl", "ssl_key", "ssl_key_password"}
+
+#: The drivers each engine can use (None: the first one installed).
+DRIVERS = {"mysql": ("pymysql",), "postgres": ("psycopg", "psycopg2")}
+
+# What a host name or address may look like: no scheme, credentials, path or libpq
+# keywords (a DSN passed as the host would carry its password into every log line).
+_HOST = re.compile(r"^[A-Za-z0-9_.:\-\[\]%]+$")
 
 
-class ConnectError(LambdaConnError, pymysql.err.OperationalError):  # type: ignore[misc]
+class ConnectError(LambdaConnError):
     """Every attempt failed with a retryable error, or the deadline left no time for another.
 
-    A ``pymysql.err.OperationalError`` too, so existing ``except`` clauses keep working:
-    ``args`` is ``(code, message)`` with the last attempt's MySQL error number (1040,
-    2003, ...). ``__cause__`` is that last error. Errors no retry can fix (1045, a
+    Also the driver's own connect error, so existing ``except`` clauses keep working: a
+    ``pymysql.err.OperationalError`` (``args`` ``(code, message)``) for MySQL, a
+    ``psycopg.OperationalError`` (or psycopg2's) for PostgreSQL. ``code`` is the last
+    attempt's error code (MySQL number, PostgreSQL SQLSTATE or None); ``__cause__`` is that
+    last error. Errors no retry can fix (a bad password, an unknown database, a
     certificate that does not verify) are raised unchanged instead.
     """
 
@@ -92,38 +82,77 @@ class ConnectError(LambdaConnError, pymysql.err.OperationalError):  # type: igno
         self,
         message: str,
         *,
-        code: int,
+        code: int | str | None,
         attempts: int,
         elapsed: float,
         reason: str,
         last_error: BaseException | None,
     ) -> None:
-        super().__init__(code, message)
+        super().__init__(*self._driver_args(code, message))
+        self.code = code
         self.attempts = attempts
         self.elapsed = elapsed
         self.reason = reason  # "attempts" or "deadline"
         self.last_error = last_error
 
+    def _driver_args(self, code: int | str | None, message: str) -> tuple[Any, ...]:
+        return (message,)
+
+
+class Engine(Protocol):
+    """What one database engine supplies to the connector (see ``mysql``, ``postgres``)."""
+
+    name: str
+    default_port: int
+    own_options: dict[str, str]
+    secret_options: frozenset[str]
+    auth_failed: int | str
+    connect_error: type[ConnectError]
+
+    def configure(self, connector: RDSConnector, options: dict[str, Any]) -> dict[str, Any]: ...
+
+    def code(self, exc: BaseException) -> int | str | None: ...
+
+    def is_retryable(self, exc: BaseException) -> bool: ...
+
+    def attempt(
+        self,
+        rds: RDSConnector,
+        limits: Timeouts,
+        credential: str | None,
+        tls: ResumingTLS | None,
+    ) -> Any: ...
+
+    def apply_timeouts(self, conn: Any, limits: Timeouts) -> None: ...
+
 
 class RDSConnector:
-    """Opens PyMySQL connections with TLS, IAM auth, retries and a deadline.
+    """Opens MySQL (PyMySQL) or PostgreSQL (psycopg) connections with TLS, IAM auth,
+    retries and a deadline.
 
     Options are keyword-only and validated here, at Init, so a misconfiguration never
-    reaches a request. Extra keyword ``options`` (``autocommit``, ``charset``,
-    ``cursorclass``, ``init_command``, ...) go to ``pymysql.connect``.
+    reaches a request. Extra keyword ``options`` go to the driver: for MySQL
+    ``pymysql.connect`` (``autocommit``, ``charset``, ``init_command``, ...); for
+    PostgreSQL the connection's ``autocommit``, ``prepare_threshold``, ``row_factory`` and
+    any libpq parameter (``application_name``, ``options``, ``sslmode``, ...).
     """
 
     __slots__ = (
         "_clock",
+        "_engine",
         "_iam",
-        "_options",
         "_password",
         "_ssl",
         "database",
+        "driver_options",
+        "engine",
         "host",
         "margin",
         "port",
+        "proxy",
+        "resume_tls",
         "retry",
+        "ssl_ca",
         "timeouts",
         "tls",
         "user",
@@ -135,7 +164,9 @@ class RDSConnector:
         host: str,
         *,
         user: str,
-        port: int = 3306,
+        engine: str = "mysql",
+        driver: str | None = None,
+        port: int | None = None,
         database: str | None = None,
         password: str | None = None,
         iam: bool | IAMTokenProvider = False,
@@ -143,53 +174,71 @@ class RDSConnector:
         tls: bool = True,
         ssl_ca: str | None = None,
         verify: bool | None = None,
+        resume_tls: bool = True,
+        proxy: bool | None = None,
         retry: Retry | None = None,
         timeouts: Timeouts | None = None,
         margin: float = DEFAULT_MARGIN,
         clock: Clock = time.monotonic,
         **options: Any,
     ) -> None:
-        if not isinstance(host, str) or not host:
-            raise ConfigurationError("host", host, "a host name or address")
+        self._engine = _engine(engine, driver)
+        self.engine = self._engine.name
+        _check_host(host)
         if not isinstance(user, str) or not user:
-            raise ConfigurationError("user", user, "a database user name")
+            raise ConfigurationError("user", _shown(user), "a database user name")
+        if port is None:
+            port = self._engine.default_port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ConfigurationError("port", port, "a TCP port number (1-65535)")
+            raise ConfigurationError("port", _shown(port), "a TCP port number (1-65535)")
         if database is not None and not isinstance(database, str):
-            raise ConfigurationError("database", database, "a database name or None")
+            raise ConfigurationError("database", _shown(database), "a database name or None")
         if not isinstance(tls, bool):
-            raise ConfigurationError("tls", tls, "True or False")
+            raise ConfigurationError("tls", _shown(tls), "True or False")
         if verify is not None and not isinstance(verify, bool):
-            raise ConfigurationError("verify", verify, "True, False or None")
+            raise ConfigurationError("verify", _shown(verify), "True, False or None")
+        if not isinstance(resume_tls, bool):
+            raise ConfigurationError("resume_tls", _shown(resume_tls), "True or False")
         for name, value in options.items():
-            if name in _OWN_OPTIONS:
-                shown = MASK if name in _SECRET_OPTIONS else value
-                raise ConfigurationError(name, shown, f"no value here: use {_OWN_OPTIONS[name]}")
+            if name in self._engine.own_options:
+                shown = MASK if name in self._engine.secret_options else _shown(value)
+                raise ConfigurationError(
+                    name, shown, f"no value here: use {self._engine.own_options[name]}"
+                )
         self.host, self.user, self.port, self.database = host, user, port, database
         self._iam = _iam_provider(iam, region, password)
         if password is not None and not isinstance(password, str):
             raise ConfigurationError("password", type(password).__name__, "a string or None")
         self._password = Secret(password) if password is not None else None
-        if not tls:
-            if self._iam is not None:
-                raise ConfigurationError(
-                    "tls",
-                    False,
-                    "True with iam: the token is sent in clear text (mysql_clear_password) "
-                    "and must only travel over TLS",
-                )
-            if ssl_ca is not None or verify:
-                raise ConfigurationError("tls", False, "True when ssl_ca or verify is given")
-        self.tls = tls
-        self.verify = (ssl_ca is not None if verify is None else verify) if tls else False
-        self._ssl = _ssl_context(ssl_ca, self.verify) if tls else None
+        self.tls, self.ssl_ca, self.verify = tls, ssl_ca, verify
+        self.resume_tls = resume_tls
+        if proxy is not None and not isinstance(proxy, bool):
+            raise ConfigurationError("proxy", _shown(proxy), "True, False or None (from host)")
+        self.proxy = behind_proxy(host) if proxy is None else proxy
         self.retry = _typed("retry", retry, Retry, Retry())
         self.timeouts = _typed("timeouts", timeouts, Timeouts, Timeouts())
         self.margin = seconds("margin", margin)
         if not callable(clock):
             raise ConfigurationError("clock", clock, "a callable returning seconds")
         self._clock = clock
-        self._options = options
+        # The engine may translate its own TLS spellings (libpq's sslmode) first.
+        self.driver_options = self._engine.configure(self, dict(options))
+        tls, ssl_ca, verify = self.tls, self.ssl_ca, self.verify
+        if not tls:
+            if self._iam is not None:
+                raise ConfigurationError(
+                    "tls",
+                    False,
+                    "True with iam: the token is sent in clear text and must only travel over TLS",
+                )
+            if ssl_ca is not None or verify:
+                raise ConfigurationError("tls", False, "True when ssl_ca or verify is given")
+        self.verify = (ssl_ca is not None if verify is None else verify) if tls else False
+        self._ssl = (
+            _ssl_context(ssl_ca, self.verify)
+            if tls and (self.engine == "mysql" or ssl_ca is not None)
+            else None
+        )
         if self._iam is not None and not self.verify:
             log_event(
                 logging.WARNING,
@@ -209,11 +258,17 @@ class RDSConnector:
     def iam(self) -> IAMTokenProvider | None:
         return self._iam
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The shared SSLContext (MySQL; PostgreSQL: the CA bundle checked at Init)."""
+        return self._ssl
+
     def __repr__(self) -> str:
         tls = ("verified" if self.verify else "unverified") if self.tls else "off"
         return (
-            f"RDSConnector(host={self.host!r}, port={self.port}, user={self.user!r}, "
-            f"database={self.database!r}, auth={self.auth!r}, tls={tls!r})"
+            f"RDSConnector(engine={self.engine!r}, host={self.host!r}, port={self.port}, "
+            f"user={self.user!r}, database={self.database!r}, auth={self.auth!r}, "
+            f"tls={tls!r})"
         )
 
     # ------------------------------------------------------------------ deadlines
@@ -238,13 +293,14 @@ class RDSConnector:
     # ------------------------------------------------------------------ connecting
 
     def connect(self, context: Any = None, *, deadline: Deadline | float | None = None) -> Any:
-        """A new, logged-in ``pymysql.connections.Connection``.
+        """A new, logged-in connection (``pymysql.connections.Connection``,
+        ``psycopg.Connection`` or a psycopg2 connection).
 
         ``context``: the handler's Lambda context; the connect then ends before the
         invocation's remaining time less ``margin``. ``deadline`` bounds it explicitly (a
         ``Deadline`` or seconds from now); with both, the earlier wins; with neither, only
         ``retry.attempts`` and ``timeouts.connect`` bound it. Read and write timeouts of the
-        new connection default to the time left.
+        new connection (MySQL) default to the time left.
         """
         return self.connect_within(self.deadline(context, deadline))
 
@@ -254,6 +310,7 @@ class RDSConnector:
         failures = 0
         iam_refreshed = False
         last: BaseException | None = None
+        engine = self._engine
         while True:
             if budget is not None and budget.remaining() < MIN_ATTEMPT_TIME:
                 raise self._give_up("deadline", failures, started, budget, last) from last
@@ -263,8 +320,12 @@ class RDSConnector:
             try:
                 conn = self._attempt(budget)
             except Exception as exc:
-                if not is_retryable(exc):
-                    if cached_token and error_code(exc) == 1045 and not iam_refreshed:
+                if not engine.is_retryable(exc):
+                    if (
+                        cached_token
+                        and engine.code(exc) == engine.auth_failed
+                        and not iam_refreshed
+                    ):
                         assert self._iam is not None
                         # A cached token the server refused (clock skew, or signed for a
                         # rotated role): sign a fresh one and try once more at once.
@@ -286,7 +347,7 @@ class RDSConnector:
                     host=self.host,
                     port=self.port,
                     attempt=failures,
-                    code=error_code(exc),
+                    code=engine.code(exc),
                     error=self._scrub(str(exc)),
                     delay_ms=round(delay * 1000, 1),
                     remaining_ms=_ms(budget),
@@ -306,65 +367,19 @@ class RDSConnector:
 
     def _attempt(self, budget: Deadline | None) -> Any:
         limits = self.timeouts.within(budget)
-        conn = pymysql.connect(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self._credential(),
-            database=self.database,
-            ssl=self._ssl,
-            ssl_disabled=not self.tls,
-            connect_timeout=limits.connect,
-            # The whole login (greeting, TLS handshake, auth) under the connect timeout:
-            # PyMySQL reads it with the read timeout, writes with the write timeout.
-            read_timeout=limits.connect,
-            write_timeout=limits.connect,
-            defer_connect=True,
-            **self._options,
-        )
-        # Per-operation timeouts alone let a server that answers each step just in time
-        # hold the login for several of them: the watchdog cuts it off as a whole. It
-        # shuts down a duplicate of the socket, which stays valid while PyMySQL's TLS wrap
-        # detaches the original and runs the handshake.
-        ends = time.monotonic() + limits.connect  # the TCP connect counts too
-        sock = self._open_socket(conn, limits.connect)
-        try:
-            watch = sock.dup()
-        except OSError as exc:  # EMFILE, say: nothing may leak
-            sock.close()
-            raise _cannot_connect(self.host, exc) from exc
-        left = max(ends - time.monotonic(), 0.0)
-        handle = WATCHDOG.arm(left, functools.partial(_cut_off, watch))
-        try:
-            try:
-                conn.connect(sock)
-            finally:
-                in_time = WATCHDOG.disarm(handle)
-        except Exception as exc:
-            if not in_time:
-                raise _login_cut_off(self.host, self.port, limits.connect) from exc
-            raise
-        finally:
-            watch.close()
-        if not in_time:  # cut off as it finished: the socket is gone
-            conn._force_close()
-            raise _login_cut_off(self.host, self.port, limits.connect)
-        self.apply_timeouts(conn, budget)
-        return conn
+        tls: ResumingTLS | None = None
+        if self._ssl is not None and self.engine == "mysql":
+            if self.resume_tls:
+                from lambda_conn._rds.resume import resuming
 
-    def _open_socket(self, conn: Any, timeout: float) -> socket.socket:
-        """The TCP connect PyMySQL would make, with its options and its error."""
-        bind = self._options.get("bind_address")
-        try:
-            sock = socket.create_connection(
-                (self.host, self.port), timeout, source_address=(bind, 0) if bind else None
-            )
-        except OSError as exc:
-            raise _cannot_connect(self.host, exc) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        conn.host_info = f"socket {self.host}:{self.port}"
-        return sock
+                tls = resuming(self._ssl, self.host, self.port)
+            else:
+                from lambda_conn._rds.resume import ResumingTLS
+
+                tls = ResumingTLS(self._ssl, self.host, self.port)  # never holds a session
+        conn = self._engine.attempt(self, limits, self._credential(), tls)
+        self._engine.apply_timeouts(conn, limits)
+        return conn
 
     def _credential(self) -> str | None:
         if self._iam is not None:
@@ -372,15 +387,9 @@ class RDSConnector:
         return self._password.reveal() if self._password is not None else None
 
     def apply_timeouts(self, conn: Any, budget: Deadline | None) -> None:
-        """Set ``conn``'s read/write timeouts for queries in this invocation.
-
-        PyMySQL applies ``_read_timeout``/``_write_timeout`` on the next socket operation
-        (it compares them with the socket's current timeout on every packet), so a kept
-        connection gets each invocation's own deadline.
-        """
-        limits = self.timeouts.within(budget)
-        conn._read_timeout = limits.read
-        conn._write_timeout = limits.write
+        """Set ``conn``'s query timeouts for this invocation (MySQL: read/write timeouts;
+        PostgreSQL has none client-side, see ``postgres``)."""
+        self._engine.apply_timeouts(conn, self.timeouts.within(budget))
 
     def _give_up(
         self,
@@ -391,7 +400,7 @@ class RDSConnector:
         last: BaseException | None,
     ) -> ConnectError:
         elapsed = self._clock() - started
-        code = error_code(last) if last is not None else None
+        code = self._engine.code(last) if last is not None else None
         if reason == "deadline":
             why = f"{failures} attempt(s), no time left before the deadline ({_ms(budget)} ms)"
         else:
@@ -411,9 +420,9 @@ class RDSConnector:
             code=code,
             elapsed_ms=round(elapsed * 1000, 1),
         )
-        return ConnectError(
+        return self._engine.connect_error(
             message,
-            code=code if code is not None else 2003,
+            code=code,
             attempts=failures,
             elapsed=elapsed,
             reason=reason,
@@ -477,23 +486,58 @@ class ReusedRDSConnection(ReusedConnection[Any]):
     __call__ = get
 
 
-def _cut_off(watch: socket.socket) -> None:
-    """Wake whatever read, write or handshake the login is blocked in."""
-    with contextlib.suppress(OSError):  # the login closed it meanwhile
-        watch.shutdown(socket.SHUT_RDWR)
+def _engine(engine: object, driver: object) -> Engine:
+    module = ENGINES.get(engine) if isinstance(engine, str) else None
+    if module is None:
+        accepted = ", ".join(repr(name) for name in ENGINES)
+        raise ConfigurationError("engine", _shown(engine), f"one of {accepted}")
+    drivers = DRIVERS[module]
+    if driver is not None and driver not in drivers:
+        accepted = " or ".join(repr(name) for name in drivers)
+        raise ConfigurationError("driver", _shown(driver), f"None or {accepted} for {engine}")
+    if module == "mysql":
+        from lambda_conn._rds.mysql import MySQLEngine
+
+        return MySQLEngine()
+    from lambda_conn._rds.postgres import PostgresEngine
+
+    return PostgresEngine(driver)
 
 
-def _cannot_connect(host: str, exc: OSError) -> pymysql.err.OperationalError:
-    """PyMySQL's own error for a failed TCP connect (2003: retryable)."""
-    return pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on {host!r} ({exc})")
+_PROXY_HOST = re.compile(r"\.proxy-[a-z0-9]+\.[a-z0-9-]+\.rds\.amazonaws\.com(\.cn)?$")
 
 
-def _login_cut_off(host: str, port: int, limit: float) -> pymysql.err.OperationalError:
-    return pymysql.err.OperationalError(
-        2013,  # CR_SERVER_LOST, as PyMySQL reports a handshake that timed out
-        f"login to {host}:{port} did not finish within {limit * 1000:.0f} ms "
-        "(the connect timeout, cut to the invocation's deadline)",
-    )
+def behind_proxy(host: str) -> bool:
+    """Whether ``host`` is an RDS Proxy endpoint (``name.proxy-<id>.<region>.rds...``)."""
+    return bool(_PROXY_HOST.search(host.lower()))
+
+
+def _check_host(host: object) -> None:
+    if not isinstance(host, str) or not host or not _HOST.match(host):
+        raise ConfigurationError(
+            "host",
+            _shown(host),
+            "a host name or IP address only (no scheme, user, password, path or DSN: "
+            "pass those as user=, password=, database=)",
+        )
+
+
+def _shown(value: object) -> object:
+    """A misplaced value as an error may show it: redacted when it could hold a secret."""
+    from lambda_conn._redact import redact as redact_dsn
+
+    if isinstance(value, str):
+        shown = redact_dsn(value)
+        if shown != value or not _HOST.match(value):
+            return _masked(shown)
+    return value
+
+
+_SECRET_WORDS = re.compile(r"(?i)(password|passwd|pwd|token|secret)\s*=\s*('[^']*'|\S+)")
+
+
+def _masked(text: str) -> str:
+    return _SECRET_WORDS.sub(lambda m: f"{m.group(1)}={MASK}", text)
 
 
 def _iam_provider(

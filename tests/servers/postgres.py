@@ -40,6 +40,7 @@ from tests.servers._private import (
     log_tail,
     wait_for_count,
 )
+from tests.servers.tls import TLSFiles, generate_tls_files
 
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
 APT_LINE = "apt-get install -y --no-install-recommends postgresql"
@@ -211,6 +212,8 @@ class PostgresServer(PrivateServer):
     """A private ``postgres`` on 127.0.0.1:<free port>: role ``lc`` (password over TCP),
     database ``lc``, and the superuser ``lc_admin`` on the private unix socket.
 
+    ``tls=True`` generates a private CA and a server certificate (SAN 127.0.0.1) and turns
+    ``ssl`` on; :meth:`connect_kwargs` then verifies against that CA (``verify-full``).
     ``settings`` become ``-c name=value`` (``True``/``False`` -> on/off, ``None`` removes
     a default), e.g. ``PostgresServer(max_connections=5, idle_session_timeout="1s")``.
     Admin helpers use a separate superuser connection over the unix socket; it is never one
@@ -225,7 +228,12 @@ class PostgresServer(PrivateServer):
     port_in_use_text = "Address already in use"
 
     def __init__(
-        self, *, start: bool = True, startup_timeout: float = 30.0, **settings: SettingValue
+        self,
+        *,
+        start: bool = True,
+        startup_timeout: float = 30.0,
+        tls: bool = False,
+        **settings: SettingValue,
     ) -> None:
         self.bindir = find_bindir()
         self.account = _server_account()
@@ -236,6 +244,7 @@ class PostgresServer(PrivateServer):
         self._proc: subprocess.Popen[bytes] | None = None
         self._admin: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
+        self.tls: TLSFiles | None = None
         template = _template.datadir()
         self._make_dir("lc-pg-")
         try:
@@ -246,6 +255,16 @@ class PostgresServer(PrivateServer):
             self.socket_dir.mkdir()
             self.log = self.dir / "server.log"
             self.log.touch()
+            if tls:
+                # A private CA and a certificate for 127.0.0.1, made for this instance.
+                self.tls = generate_tls_files(self.dir / "tls")
+                os.chmod(self.tls.key, 0o600)  # postgres refuses a readable key
+                self.settings.update(
+                    ssl=True,
+                    ssl_cert_file=self.tls.cert,
+                    ssl_key_file=self.tls.key,
+                    ssl_ca_file=self.tls.ca,
+                )
             _chown_tree(self.dir, self.account)
             if start:
                 self.start()
@@ -375,6 +394,22 @@ class PostgresServer(PrivateServer):
             else:
                 self._terminate(proc, timeout)
 
+    def begin_smart_shutdown(self) -> None:
+        """SIGTERM, PostgreSQL's "smart" shutdown: while client sessions remain, new
+        connections are refused with 57P03 ("the database system is shutting down");
+        the server exits once the last one ends (see :meth:`wait_stopped`)."""
+        with self._lock:
+            self._close_admin()  # the admin session would hold the server up
+            if self._proc is not None:
+                self._proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 30.0) -> None:
+        """Wait for a shutdown begun elsewhere to finish; the server can then start again."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                proc.wait(timeout)
+
     def _reap_orphans(self) -> None:
         """After SIGKILL of the postmaster its backends notice and exit; wait for that, and
         remove the pid file so the next start does not wait for them."""
@@ -413,6 +448,8 @@ class PostgresServer(PrivateServer):
             "sslmode": "disable",
             "connect_timeout": 5,
         }
+        if self.tls is not None:
+            kwargs.update(sslmode="verify-full", sslrootcert=self.tls.ca)
         kwargs.update(overrides)
         return kwargs
 
