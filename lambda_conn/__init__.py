@@ -6,7 +6,12 @@ client, no asyncio, no wrapt. Names other than the decorator load on first use.
 
 # No `from __future__ import annotations` here: it would export `annotations`, and the
 # annotations below need no typing at run time anyway.
-from lambda_conn._errors import ConfigurationError, LambdaConnError, LeakError
+from lambda_conn._errors import (
+    ClosedByScopeError,
+    ConfigurationError,
+    LambdaConnError,
+    LeakError,
+)
 from lambda_conn._managed import ManagedConnection, managed_connection
 from lambda_conn._scope import Scope, current_scope, register, untracked
 from lambda_conn._stats import stats
@@ -33,6 +38,7 @@ del TYPE_CHECKING
 
 __all__ = [
     "CLIENTS",
+    "ClosedByScopeError",
     "ConfigurationError",
     "ConnectError",
     "Deadline",

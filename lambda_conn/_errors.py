@@ -24,3 +24,12 @@ class ConfigurationError(LambdaConnError, ValueError):
 
 class LeakError(LambdaConnError):
     """Connections stayed open after the scope closed them (only with ``on_leak="raise"``)."""
+
+
+class ClosedByScopeError(LambdaConnError):
+    """Read from an object whose connection its ``@managed_connection`` scope closed.
+
+    Raised instead of a silently short body or a client's internal error, by a streamed
+    response or unbuffered result the scope could not hand over (one that was not returned
+    from the decorated function).
+    """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from contextvars import ContextVar
 
+from lambda_conn import _returned
 from lambda_conn._errors import LambdaConnError, LeakError
 from lambda_conn._kinds import Kind, kind_of
 from lambda_conn._stats import counters
@@ -83,6 +84,8 @@ class Scope:
 
     def enter(self) -> Scope:
         """Make this the current scope of this thread or task (until :meth:`leave`)."""
+        if self.root is self and _returned.pending:
+            _returned.release_pending()  # what the previous invocation returned, unread
         self._token = _current.set(self)
         return self
 
@@ -93,7 +96,11 @@ class Scope:
             _current.reset(token)
 
     def returned(self, result: Any) -> Any:
-        """The step that sees what the handler returned, before its connections close."""
+        """The step that sees what the handler returned, before its connections close: a
+        connection the result still reads from (a streamed response, an unbuffered cursor)
+        is handed over to it rather than closed under it (lambda_conn._returned)."""
+        if self._resources and result is not None:
+            _returned.hand_over(self, result)
         return result
 
     def exit(self, result: Any = None, *, failed: bool = False) -> Any:

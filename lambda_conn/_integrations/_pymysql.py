@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lambda_conn._integrations._returned_db import cut, unread_result
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
 from lambda_conn._liveness import socket_idle_and_open
@@ -16,12 +17,15 @@ if TYPE_CHECKING:
 def _close(conn: Any) -> None:
     if conn._sock is None:
         return
+    unread = unread_result(conn)  # an SSCursor still reading: it must fail clearly
     try:
         if not conn._closed:
             conn.close()  # sends COM_QUIT, so the server logs no aborted connection
     finally:
         if conn._sock is not None:
             conn._force_close()
+        if unread:
+            cut(conn)
 
 
 def _is_open(conn: Any) -> bool:

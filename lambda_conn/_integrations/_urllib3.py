@@ -8,6 +8,7 @@ needs no probe of ours.
 
 from __future__ import annotations
 
+from lambda_conn._integrations._returned_http import close_connection
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._registry import Integration
@@ -42,7 +43,7 @@ def close_pool(pool: Any) -> None:
         pool.close()  # the idle connections
     finally:
         for conn in list(pool.__dict__.get(_CONNS, ())):
-            conn.close()  # and the ones still out with a response
+            close_connection(conn)  # and the ones still out with a response
 
 
 def pool_is_open(pool: Any) -> bool:

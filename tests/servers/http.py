@@ -21,11 +21,18 @@ from urllib.parse import parse_qs, urlsplit
 from tests.servers._private import ClosingServer
 
 
+def pattern_bytes(n: int) -> bytes:
+    """The body ``/bytes?n=N`` answers: a test compares what it read against it."""
+    return (bytes(range(256)) * (n // 256 + 1))[:n]
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Answers every method/path with a small JSON body; keeps the connection alive.
 
     ``/slow?ms=N`` sleeps N ms first; ``?status=N`` sets the status code; ``/close``
-    answers with ``Connection: close`` and closes (a server-initiated close).
+    answers with ``Connection: close`` and closes (a server-initiated close);
+    ``/bytes?n=N`` answers N bytes (a pattern a test can check), ``&chunked=1`` in
+    chunked transfer encoding, so a body can be streamed, cut or read in full.
     """
 
     protocol_version = "HTTP/1.1"
@@ -67,6 +74,9 @@ class _Handler(BaseHTTPRequestHandler):
             ms = float(params.get("ms", ["100"])[0])
             owner._stopping.wait(ms / 1000.0)
         status = int(params.get("status", ["200"])[0])
+        if parts.path == "/bytes":
+            self._send_bytes(int(params.get("n", ["1000000"])[0]), "chunked" in params)
+            return
         closing = parts.path == "/close"
         payload: dict[str, Any] = {
             "ok": True,
@@ -86,6 +96,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _send_bytes(self, n: int, chunked: bool) -> None:
+        body = pattern_bytes(n)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(n))
+        self.end_headers()
+        step = 65536
+        for start in range(0, n, step):
+            piece = body[start : start + step]
+            if chunked:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            else:
+                self.wfile.write(piece)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _respond
 
