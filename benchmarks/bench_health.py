@@ -3,12 +3,15 @@
 Run: python benchmarks/bench_health.py
 Prints markdown tables of medians, p99 and ratios from one run. The check is what every
 guarded invocation pays before its response is posted: count descriptors (listdir of
-/proc/self/fd), read RSS (pread of a kept-open /proc/self/statm), compare.
+/proc/self/fd), read RSS (pread of a kept-open /proc/self/statm), compare, and record the
+growth per invocation the projection needs. The last table times the check with and
+without that growth tracking, interleaved sample by sample, so the ratio is one run's.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 
 from _common import per_call_us, table
 
@@ -118,6 +121,40 @@ def bench_check() -> str:
     return table(f"Guard check per invocation, under the limits, {OPEN_FDS} open descriptors", rows)
 
 
+def bench_growth() -> str:
+    """The check with growth tracking (the projection) against the same check without it,
+    interleaved: what the projection adds per invocation."""
+    from lambda_conn._guard.config import Platform, load_config
+    from lambda_conn._guard.growth import Growth
+    from lambda_conn._guard.guard import HealthGuard
+
+    where = Platform(fd_rlimit=1024, runtime_api="127.0.0.1:9001", memory_mb=1024)
+    args = ({"path": "/"}, None)
+    config = load_config({}, {"fd_limit": "90%", "memory_limit": "90%"}, where)
+    with_growth = HealthGuard(config, where, recycler=NeverRecycler())
+    without = HealthGuard(config, where, recycler=NeverRecycler())
+    for made in (with_growth, without):
+        made.check(args)
+    without.growth = {}  # nothing recorded, nothing projected: the check before issue 10
+    growth = Growth(100, 1024)
+    samples: dict[str, list[float]] = {"with": [], "without": [], "record": []}
+    for _ in range(40):  # interleaved, so a noisy moment hits both sides
+        samples["with"] += per_call_us(lambda: with_growth.check(args), number=1000, repeat=1)
+        samples["without"] += per_call_us(lambda: without.check(args), number=1000, repeat=1)
+        samples["record"] += per_call_us(
+            lambda: growth.near(100) or growth.record(100), number=5000, repeat=1
+        )
+    ratios = [a / b for a, b in zip(samples["with"], samples["without"], strict=True)]
+    rows = [
+        ("fd + RSS + compare, no growth tracking (before issue 10)", samples["without"]),
+        ("fd + RSS + compare + growth tracking and projection bound", samples["with"]),
+        ("growth tracking alone, one resource (near + record)", samples["record"]),
+    ]
+    return table("Growth tracking per invocation, this kernel", rows) + (
+        f"\nmedian of paired ratios (with / without): {statistics.median(ratios):.2f}x\n"
+    )
+
+
 def bench_decorated() -> str:
     """What a handler pays per call, guard off (nothing) and on."""
     from lambda_conn._guard import factory
@@ -151,6 +188,7 @@ def main() -> None:
         print(bench_probes())
         print(bench_check())
         print(bench_decorated())
+        print(bench_growth())
     finally:
         for fd in held:
             os.close(fd)

@@ -301,14 +301,15 @@ def test_a_cheap_fd_bound_is_not_trusted_when_growth_could_reach_the_maximum(
     assert rig.fds.calls == calls + counted
 
 
+@pytest.mark.parametrize("hard_ceiling", [0.9, 1.0])
 def test_a_jump_into_rlimit_is_said_to_be_unreachable_once(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, hard_ceiling: float
 ) -> None:
     # GIVEN 20 descriptors open, and an invocation that opens all the rest
-    rig = Rig(fds=20, fd_limit="50%", jitter=0)
+    rig = Rig(fds=20, fd_limit="50%", jitter=0, hard_ceiling=hard_ceiling)
     rig.invoke()
     with caplog.at_level(logging.WARNING, "lambda_conn"):
-        assert rig.invoke(leak=1004) == "recycle"  # at 1,024: over the ceiling too
+        assert rig.invoke(leak=1004) == "recycle"  # at 1,024: the ceiling or the projection
         rig.recycler.armed = False
         rig.invoke(request_id="req-2")
     # THEN one line says the jump needed at least all the room it had
@@ -318,7 +319,7 @@ def test_a_jump_into_rlimit_is_said_to_be_unreachable_once(
     line = unreachable[0]
     assert (line["resource"], line["jump"], line["room_left"]) == ("fd", 1004, 1004)
     assert (line["measured"], line["hard_max"], line["request_id"]) == (1024, 1024, "req-1")
-    assert rig.emitted[0][1]["at_ceiling"]
+    assert rig.emitted[0][1]["at_ceiling"] == (hard_ceiling < 1)
 
 
 def test_a_jump_that_leaves_room_is_not_unreachable(caplog: pytest.LogCaptureFixture) -> None:

@@ -18,18 +18,20 @@ from __future__ import annotations
 WINDOW = 4  # increases the projection looks at (the current one included)
 SUSTAINED = 8  # increases a steady rate must have shown, every one of them
 HORIZON = 2  # invocations ahead for growth seen at least twice
+UNKNOWN = 1 << 62  # the maximum where none is known: never reached
 
 
 class Growth:
     """Increases of one resource's usage after cleanup, relative to its high-water mark."""
 
-    __slots__ = ("gap", "high", "increases", "last", "top")
+    __slots__ = ("gap", "high", "increases", "last", "maximum", "top")
 
-    def __init__(self, baseline: int) -> None:
+    def __init__(self, baseline: int, maximum: int | None = None) -> None:
+        self.maximum = UNKNOWN if maximum is None else maximum  # reached: the next one fails
         self.high = baseline  # the most this environment has held after an invocation
         self.last = baseline  # the value after the previous invocation
         self.increases: list[int] = []  # newest last, at most SUSTAINED
-        self.top = 0  # the largest of the last WINDOW - 1 increases (cheap bound)
+        self.top = 0  # the largest of them (a cheap bound of every step the window holds)
         self.gap = 1  # invocations since the last measurement (a skipped count adds one)
 
     def __repr__(self) -> str:
@@ -40,14 +42,18 @@ class Growth:
         grown = value - self.high
         return -(-grown // self.gap) if grown > 0 else 0
 
-    def reach(self, value: int) -> int:
-        """An upper bound of the projection, for skipping the exact one far from the max."""
-        return value + HORIZON * max(self.top, self.increase(value))
+    def near(self, value: int) -> bool:
+        """Whether a projection from ``value`` might reach the maximum: the cheap test that
+        ends the common case (it runs every invocation)."""
+        step = value - self.high
+        if step < self.top:
+            step = self.top
+        return value + HORIZON * step >= self.maximum
 
-    def reach_from_bound(self, most: int) -> int:
-        """The projection's bound from an upper bound of the value, at the rates already
-        seen (this invocation's own increase is seen when a count is next made)."""
-        return most + HORIZON * self.top
+    def near_from_bound(self, most: int) -> bool:
+        """``near`` for an upper bound of an unmeasured count, at the rates already seen
+        (this invocation's own increase shows at the next count)."""
+        return most + HORIZON * self.top >= self.maximum
 
     def projection(self, value: int) -> tuple[int, int, int]:
         """(rate, horizon, projected value) after the next invocation or two."""
@@ -75,12 +81,19 @@ class Growth:
         self.gap += 1
 
     def record(self, value: int) -> None:
-        """The value this invocation left, after cleanup."""
+        """The value this invocation left, after cleanup. Cheap: it runs every invocation."""
         increases = self.increases
-        increases.append(self.increase(value))
-        if len(increases) > SUSTAINED:
-            del increases[0]
-        self.top = max(increases[1 - WINDOW :])
-        self.high = max(self.high, value)
         self.last = value
-        self.gap = 1
+        grown = value - self.high
+        if grown > 0:
+            step = -(-grown // self.gap)
+            self.high = value
+            self.gap = 1
+            if step > self.top:
+                self.top = step
+            increases.append(step)
+        else:
+            increases.append(0)
+            self.gap = 1
+        if len(increases) > SUSTAINED and increases.pop(0) == self.top and self.top:
+            self.top = max(increases)

@@ -206,10 +206,11 @@ class HealthGuard:
             self._grown()
 
     def _judge(self, measured: dict[str, int], args: tuple[Any, ...]) -> str | None:
-        self._unreachable(measured, args)
         breach = self._breach(measured)
         if breach is None:
             return None
+        if breach.at_ceiling or breach.reason == "projected":  # both are under the maximum
+            self._unreachable(measured, args)
         event, _ = event_and_context(args)
         trigger = classify(event) if args else Trigger(REQUEST)
         action, deferred_by = self._decide(breach, trigger)
@@ -256,7 +257,9 @@ class HealthGuard:
         cut = self.config.jitter * self._rand()
         self._fd_threshold = None  # measure the baseline exactly
         self.baseline = self._measure()
-        self.growth = {name: Growth(value) for name, value in self.baseline.items()}
+        self.growth = {
+            name: Growth(value, self.maxima[name]) for name, value in self.baseline.items()
+        }
         self._unreachable_said = set()
         configured = {
             "fd": self.config.fd_limit.value if self.config.fd_limit else None,
@@ -308,8 +311,8 @@ class HealthGuard:
         most = bound()
         if most is None or most > threshold:
             return False
-        growth, maximum = self.growth.get("fd"), self.maxima["fd"]
-        return growth is None or maximum is None or growth.reach_from_bound(most) < maximum
+        growth = self.growth.get("fd")
+        return growth is None or not growth.near_from_bound(most)
 
     def _grown(self) -> None:
         """Record what this invocation left (after the collection, if one ran)."""
@@ -350,7 +353,8 @@ class HealthGuard:
 
     def _breach(self, measured: dict[str, int]) -> Breach | None:
         """The most urgent breach: the ceiling, then a projection, then a limit."""
-        over = None
+        over = projected = None
+        growth = self.growth
         for reason, value in measured.items():
             limit = self.limits.get(reason)
             ceiling = self.ceilings.get(reason)
@@ -359,22 +363,19 @@ class HealthGuard:
                 return Breach(reason, value, limit if over_limit and limit else ceiling, True)
             if over is None and limit is not None and value > limit:
                 over = Breach(reason, value, limit, False)
-        for reason, value in measured.items():
-            projected = self._projected(reason, value)
-            if projected is not None:
-                return projected
-        if over is not None:
-            return over
+            grown = growth.get(reason)
+            if projected is None and grown is not None and grown.near(value):
+                projected = self._projected(reason, value, grown)
+        if projected is not None or over is not None:
+            return projected or over
         most = self.limits.get("max_invocations")
         if most is not None and self.invocations >= most:
             return Breach("max_invocations", self.invocations, most, False)
         return None
 
-    def _projected(self, reason: str, value: int) -> Breach | None:
+    def _projected(self, reason: str, value: int, growth: Growth) -> Breach | None:
         """A breach when the next invocation or two at the measured rate reach the maximum."""
-        growth, maximum = self.growth.get(reason), self.maxima.get(reason)
-        if growth is None or maximum is None or growth.reach(value) < maximum:
-            return None  # the cheap bound: the common case ends here
+        maximum = growth.maximum
         rate, horizon, projection = growth.projection(value)
         if projection < maximum:
             return None
