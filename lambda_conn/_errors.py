@@ -13,13 +13,15 @@ class ConfigurationError(LambdaConnError, ValueError):
     Raised at decoration or Init time so a misconfiguration never reaches a request.
     """
 
-    def __init__(self, setting: str, value: object, accepted: str) -> None:
-        from lambda_conn._redact import redact
+    def __init__(self, setting: str, value: object, accepted: str, *, secret: bool = False) -> None:
+        # The value only in a form that cannot reveal a credential (``_redact.shown``):
+        # a value in the wrong setting is often a secret in the wrong place.
+        from lambda_conn._redact import shown
 
         self.setting = setting
-        self.value = redact(value)
-        self.accepted = accepted
-        super().__init__(f"{setting}={self.value!r} is not valid: expected {accepted}")
+        self.value = shown(value, secret=secret)  # what is shown, never the raw value
+        self.accepted = accepted  # built by us; an OS error inside it is scrubbed where made
+        super().__init__(f"{setting}={self.value} is not valid: expected {accepted}")
 
 
 class LeakError(LambdaConnError):

@@ -274,12 +274,14 @@ def managed_connection(
     if target is None:
         return options
     if isinstance(target, (str, bytes, int, float, list, tuple, set, frozenset, dict)):
-        from lambda_conn._redact import redact
+        from lambda_conn._redact import shown
+        from lambda_conn._registry import client_names
 
-        shown = redact(target)
+        known = isinstance(target, str) and target in client_names()
+        given = repr(target) if known else shown(target)
         raise TypeError(
-            f"managed_connection() takes its options as keywords, got {shown!r}: did you "
-            f"mean managed_connection(clients={shown!r})?"
+            f"managed_connection() takes its options as keywords, got {given}: did you "
+            f"mean managed_connection(clients={given})?"
         )
     _tracking.install()  # the clients' own close rules, before anything looks a kind up
     if callable(target) and not is_registered_kind(target):

@@ -1,15 +1,142 @@
-"""Hide credentials in values we echo back in error messages (a DSN passed by mistake)."""
+"""How a value we refuse is shown back: never in a form that could reveal a credential.
+
+A value in the wrong setting is often a secret in the wrong place (a DSN passed as the
+host, a password given to the wrong keyword, an environment variable that holds a key).
+Every message and log line that echoes a user's value goes through :func:`shown`:
+
+- numbers, booleans and None, number-like strings (``"150%"``, ``"900XB"``, ``"5m"``)
+  and certificate file paths (``"/opt/ca.pem"``) are shown as they are: they help, and
+  they are no credential worth the name;
+- a URL, DSN or conninfo string is shown with its credentials masked
+  (``mysql://***@db/app``, ``password=***``);
+- any other string as its type and length (``<str of 12 characters>``), a container as
+  its type and size, anything else as its type: never its ``repr``, which for a client or
+  a credentials object may hold the secret.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s]*@")
+MASK = "***"
+_CREDENTIAL_KEYS = ("password", "passwd", "pwd", "secret", "token", "key", "auth")
+_SAFE_UNIT_LETTERS = 3  # "MiB", "ms": a unit, not a word
+_SAFE_LENGTH = 12
+_NUMBER_MARKS = frozenset(".%+- _")
+_CERT_EXTENSIONS = (".pem", ".crt", ".cer", ".der", ".p12", ".bundle")
 
 
 def redact(value: Any) -> Any:
     """``mysql://user:secret@host/db`` -> ``mysql://***@host/db``; other values unchanged."""
     if isinstance(value, str) and "://" in value:
-        return _USERINFO.sub(r"\g<scheme>***@", value)
+        return _mask_userinfo(value)
     return value
+
+
+def shown(value: Any, *, secret: bool = False) -> str:
+    """The form in which ``value`` may appear in a message or a log line (see the module).
+
+    ``secret``: the setting itself holds a credential: only its type and length, always.
+    """
+    if secret:
+        return _type_and_size(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        if _number_like(value) or _certificate_path(value):
+            return repr(value)
+        masked = _masked_credentials(value)
+        if masked is not None:
+            return repr(masked)
+    return _type_and_size(value)
+
+
+def scrub(text: str, value: Any, form: str) -> str:
+    """``text`` (a message built around ``value``, an OS error's, say) with every occurrence
+    of ``value`` replaced by ``form``, its shown form, unless that shows it as it is."""
+    if isinstance(value, str) and value and form != repr(value) and value in text:
+        return text.replace(value, form)
+    return text
+
+
+def _type_and_size(value: Any) -> str:
+    name = type(value).__qualname__
+    if isinstance(value, str):
+        return f"<str of {len(value)} characters>"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{name} of {len(value)} bytes>"
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        return f"<{name} of {len(value)} items>"
+    return f"<{name}>"
+
+
+def _number_like(text: str) -> bool:
+    """A number with at most a short unit or percent sign (``-1``, ``0.5``, ``80%``,
+    ``900MB``, ``50%%``): the figure helps, and it is no credential worth the name."""
+    if len(text) > _SAFE_LENGTH:
+        return False
+    letters = sum(c.isalpha() for c in text)
+    return letters <= _SAFE_UNIT_LETTERS and all(
+        c.isalpha() or c.isdigit() or c in _NUMBER_MARKS for c in text
+    )
+
+
+def _certificate_path(text: str) -> bool:
+    """``/opt/rds-ca.pem``: a file name with a certificate's extension, no spaces."""
+    return (
+        text.lower().endswith(_CERT_EXTENSIONS)
+        and "/" in text
+        and not any(c.isspace() or c in "@:?=" for c in text)
+    )
+
+
+def _masked_credentials(text: str) -> str | None:
+    """``text`` with userinfo and credential parameters masked, or None if it has neither."""
+    if "://" not in text and "@" not in text and "=" not in text:
+        return None
+    masked = _mask_userinfo(text) if "://" in text else text
+    if "://" not in text and "@" in text:
+        masked = MASK + masked[masked.rindex("@") :]  # user:password@host
+    masked = _mask_parameters(masked)
+    return masked if masked != text else None
+
+
+def _mask_userinfo(text: str) -> str:
+    scheme, _, rest = text.partition("://")
+    authority_end = len(rest)
+    for stop in "/?#":
+        index = rest.find(stop)
+        if index != -1:
+            authority_end = min(authority_end, index)
+    authority = rest[:authority_end]
+    if "@" not in authority:
+        return text
+    return f"{scheme}://{MASK}{authority[authority.rindex('@') :]}{rest[authority_end:]}"
+
+
+def _mask_parameters(text: str) -> str:
+    """``password=x`` (conninfo, URL query) -> ``password=***``."""
+    out: list[str] = []
+    i = 0
+    lowered = text.lower()
+    while i < len(text):
+        j = text.find("=", i)
+        if j == -1:
+            out.append(text[i:])
+            break
+        start = j
+        while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_-"):
+            start -= 1
+        key = lowered[start:j]
+        out.append(text[i : j + 1])
+        end = j + 1
+        while end < len(text) and text[end] not in " &;,\t\n":
+            end += 1
+        if any(part in key for part in _CREDENTIAL_KEYS) and end > j + 1:
+            out.append(MASK)
+        else:
+            out.append(text[j + 1 : end])
+        i = end
+    return "".join(out)

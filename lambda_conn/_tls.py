@@ -69,7 +69,9 @@ def _build(
         try:
             context = ssl.create_default_context(cafile=ca)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigurationError("ca", ca, f"a readable PEM CA bundle ({exc})") from None
+            raise ConfigurationError(
+                "ca", ca, f"a readable PEM CA bundle ({_without(exc, ca)})"
+            ) from None
     else:
         # No verification: skip loading the system CA store, the expensive part.
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -85,7 +87,7 @@ def _build(
         except (OSError, ssl.SSLError) as exc:
             # The paths only: never the key password.
             raise ConfigurationError(
-                "cert", cert, f"a readable PEM client certificate and key ({exc})"
+                "cert", cert, f"a readable PEM client certificate and key ({_without(exc, cert)})"
             ) from None
     return context
 
@@ -133,3 +135,10 @@ def connect_mysql(**kwargs: Any) -> Any:
     if not defer:
         conn.connect()
     return conn
+
+
+def _without(exc: BaseException, value: str | None) -> str:
+    """An OS/SSL error's text without the value we refuse in it (it names the path)."""
+    from lambda_conn._redact import scrub, shown
+
+    return scrub(str(exc), value, shown(value))

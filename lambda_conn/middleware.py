@@ -40,7 +40,7 @@ _REQUEST_TYPES = frozenset({"http", "websocket"})
 
 def _check_app(middleware: str, app: object, kind: str) -> None:
     if not callable(app):
-        raise TypeError(f"{middleware} wraps an {kind} application, got {app!r}")
+        raise TypeError(f"{middleware} wraps an {kind} application, got {type(app).__name__}")
 
 
 class ManagedConnectionASGIMiddleware:

@@ -142,9 +142,12 @@ def health_guard(
     }
     overrides = {name: value for name, value in given.items() if value is not FROM_ENV}
     if handler is not None and not callable(handler):
+        from lambda_conn._redact import shown
+
+        form = shown(handler)
         raise TypeError(
-            f"health_guard() takes its options as keywords, got {handler!r}: did you mean "
-            f"health_guard(fd_limit={handler!r}) or health_guard(memory_limit={handler!r})?"
+            f"health_guard() takes its options as keywords, got {form}: did you mean "
+            f"health_guard(fd_limit={form}) or health_guard(memory_limit={form})?"
         )
 
     guard = _guard_for(overrides)  # validated here, where a mistake is written: at Init

@@ -37,7 +37,7 @@ from lambda_conn._rds.deadline import (
 )
 from lambda_conn._rds.iam import IAMTokenProvider
 from lambda_conn._rds.retry import Retry
-from lambda_conn._rds.secret import MASK, Secret, redact
+from lambda_conn._rds.secret import Secret, redact, scrub_chain
 from lambda_conn._reuse import ReusedConnection
 
 if TYPE_CHECKING:
@@ -186,34 +186,36 @@ class RDSConnector:
         self.engine = self._engine.name
         _check_host(host)
         if not isinstance(user, str) or not user:
-            raise ConfigurationError("user", _shown(user), "a database user name")
+            raise ConfigurationError("user", user, "a database user name")
         if port is None:
             port = self._engine.default_port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ConfigurationError("port", _shown(port), "a TCP port number (1-65535)")
+            raise ConfigurationError("port", port, "a TCP port number (1-65535)")
         if database is not None and not isinstance(database, str):
-            raise ConfigurationError("database", _shown(database), "a database name or None")
+            raise ConfigurationError("database", database, "a database name or None")
         if not isinstance(tls, bool):
-            raise ConfigurationError("tls", _shown(tls), "True or False")
+            raise ConfigurationError("tls", tls, "True or False")
         if verify is not None and not isinstance(verify, bool):
-            raise ConfigurationError("verify", _shown(verify), "True, False or None")
+            raise ConfigurationError("verify", verify, "True, False or None")
         if not isinstance(resume_tls, bool):
-            raise ConfigurationError("resume_tls", _shown(resume_tls), "True or False")
+            raise ConfigurationError("resume_tls", resume_tls, "True or False")
         for name, value in options.items():
             if name in self._engine.own_options:
-                shown = MASK if name in self._engine.secret_options else _shown(value)
                 raise ConfigurationError(
-                    name, shown, f"no value here: use {self._engine.own_options[name]}"
+                    name,
+                    value,
+                    f"no value here: use {self._engine.own_options[name]}",
+                    secret=name in self._engine.secret_options,
                 )
         self.host, self.user, self.port, self.database = host, user, port, database
         self._iam = _iam_provider(iam, region, password)
         if password is not None and not isinstance(password, str):
-            raise ConfigurationError("password", type(password).__name__, "a string or None")
+            raise ConfigurationError("password", password, "a string or None", secret=True)
         self._password = Secret(password) if password is not None else None
         self.tls, self.ssl_ca, self.verify = tls, ssl_ca, verify
         self.resume_tls = resume_tls
         if proxy is not None and not isinstance(proxy, bool):
-            raise ConfigurationError("proxy", _shown(proxy), "True, False or None (from host)")
+            raise ConfigurationError("proxy", proxy, "True, False or None (from host)")
         self.proxy = behind_proxy(host) if proxy is None else proxy
         self.retry = _typed("retry", retry, Retry, Retry())
         self.timeouts = _typed("timeouts", timeouts, Timeouts, Timeouts())
@@ -320,6 +322,7 @@ class RDSConnector:
             try:
                 conn = self._attempt(budget)
             except Exception as exc:
+                scrub_chain(exc, self._secrets())  # before it is logged, kept or raised
                 if not engine.is_retryable(exc):
                     if (
                         cached_token
@@ -462,7 +465,7 @@ class ReusedRDSConnection(ReusedConnection[Any]):
         self, connector: RDSConnector, *, max_age: float | None = 3600.0, name: str | None = None
     ) -> None:
         if not isinstance(connector, RDSConnector):
-            raise ConfigurationError("connector", type(connector).__name__, "an RDSConnector")
+            raise ConfigurationError("connector", connector, "an RDSConnector")
         self.connector = connector
         self._budgets = threading.local()  # per thread: each may (re)connect at once
         super().__init__(
@@ -490,11 +493,11 @@ def _engine(engine: object, driver: object) -> Engine:
     module = ENGINES.get(engine) if isinstance(engine, str) else None
     if module is None:
         accepted = ", ".join(repr(name) for name in ENGINES)
-        raise ConfigurationError("engine", _shown(engine), f"one of {accepted}")
+        raise ConfigurationError("engine", engine, f"one of {accepted}")
     drivers = DRIVERS[module]
     if driver is not None and driver not in drivers:
         accepted = " or ".join(repr(name) for name in drivers)
-        raise ConfigurationError("driver", _shown(driver), f"None or {accepted} for {engine}")
+        raise ConfigurationError("driver", driver, f"None or {accepted} for {engine}")
     if module == "mysql":
         from lambda_conn._rds.mysql import MySQLEngine
 
@@ -516,28 +519,10 @@ def _check_host(host: object) -> None:
     if not isinstance(host, str) or not host or not _HOST.match(host):
         raise ConfigurationError(
             "host",
-            _shown(host),
+            host,
             "a host name or IP address only (no scheme, user, password, path or DSN: "
             "pass those as user=, password=, database=)",
         )
-
-
-def _shown(value: object) -> object:
-    """A misplaced value as an error may show it: redacted when it could hold a secret."""
-    from lambda_conn._redact import redact as redact_dsn
-
-    if isinstance(value, str):
-        shown = redact_dsn(value)
-        if shown != value or not _HOST.match(value):
-            return _masked(shown)
-    return value
-
-
-_SECRET_WORDS = re.compile(r"(?i)(password|passwd|pwd|token|secret)\s*=\s*('[^']*'|\S+)")
-
-
-def _masked(text: str) -> str:
-    return _SECRET_WORDS.sub(lambda m: f"{m.group(1)}={MASK}", text)
 
 
 def _iam_provider(
@@ -558,7 +543,9 @@ def _iam_provider(
     else:
         raise ConfigurationError("iam", iam, "True, False or an IAMTokenProvider")
     if provider is not None and password is not None:
-        raise ConfigurationError("password", MASK, "None with iam (the token is the password)")
+        raise ConfigurationError(
+            "password", password, "None with iam (the token is the password)", secret=True
+        )
     return provider
 
 

@@ -63,7 +63,7 @@ class Deadline:
         if not callable(remaining_ms):
             raise ConfigurationError(
                 "context",
-                type(context).__name__,  # the type only: a context may carry anything
+                context,  # shown as its type only: a context may carry anything
                 "the handler's Lambda context (it has get_remaining_time_in_millis())",
             )
         margin = seconds("margin", margin)

@@ -107,7 +107,7 @@ class IAMTokenProvider:
         ):
             raise ConfigurationError(
                 "credentials",
-                type(credentials).__name__,  # never the value: it may hold the secret key
+                credentials,  # shown as its type only: it may hold the secret key
                 "botocore/boto3 credentials (with get_frozen_credentials()) or None",
             )
         self._credentials = credentials

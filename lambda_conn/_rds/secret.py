@@ -46,3 +46,29 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if secret and secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+def scrub_chain(exc: BaseException | None, secrets: Iterable[str]) -> None:
+    """Scrub ``secrets`` out of ``exc`` and every exception chained to it, in place.
+
+    The error we raise keeps its cause (``raise ... from``) for the traceback; what a
+    driver or a peer put in a message (a proxy that echoes the login, say) must not reach
+    an error tracker through ``__cause__`` or ``__context__``.
+    """
+    known = [secret for secret in secrets if secret]
+    seen: set[int] = set()
+    pending = [exc]
+    while known and pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.args = tuple(
+            redact(arg, known) if isinstance(arg, str) else arg for arg in current.args
+        )
+        if isinstance(current, OSError):
+            if isinstance(current.strerror, str):
+                current.strerror = redact(current.strerror, known)
+            if isinstance(current.filename, str):
+                current.filename = redact(current.filename, known)
+        pending += [current.__cause__, current.__context__]
