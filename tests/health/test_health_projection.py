@@ -8,6 +8,12 @@ runtime exited is ``ok``.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,6 +78,23 @@ def test_150_descriptors_per_invocation_are_recycled_before_emfile(make_function
     deferred = fn.log_events("health_limit_exceeded")
     assert deferred and all(line["deferred_by"] == "min_lifetime" for line in deferred)
     assert all(len(env) <= 6 for env in environments(records))
+
+
+def test_lambda_conn_soak_150_descriptors_per_invocation_0_failed(tmp_path: Path) -> None:
+    # GIVEN the command line: lambda-conn soak, FD_HEALTH_LIMIT=50%, 150 per invocation
+    (tmp_path / "leak.py").write_text(textwrap.dedent(LEAK))
+    script = shutil.which("lambda-conn")
+    cli = [script] if script else [sys.executable, "-m", "lambda_conn.cli"]
+    args = ["soak", "leak:handler", "-n", "60", "--json", "out.json", "--logs", "out.log"]
+    args += ["--env", "FD_HEALTH_LIMIT=50%", "--env", "LEAK_FDS=150"]
+    done = subprocess.run([*cli, *args], cwd=tmp_path, capture_output=True, timeout=150)
+    # THEN it exits 0: 60 of 60 succeeded, with recycles the log says were projected
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    summary = json.loads((tmp_path / "out.json").read_text())["summary"]
+    assert (summary["succeeded"], summary["failed"]) == (60, 0)
+    assert summary["recycles"] >= 5 and summary["peak_fds"] < 1024
+    log = (tmp_path / "out.log").read_text(errors="replace")
+    assert log.count('"reason": "projected"') == summary["recycles"]
 
 
 def test_30_mb_per_invocation_is_recycled_before_the_memory_kill(make_function: Any) -> None:
