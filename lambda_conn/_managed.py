@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from lambda_conn import _tracking
 from lambda_conn._errors import ConfigurationError
 from lambda_conn._kinds import is_closeable, is_registered_kind, kind_of
-from lambda_conn._scope import LEAK_ACTIONS, Scope, _close_failed, current_scope
+from lambda_conn._scope import LEAK_ACTIONS, Scope, _close_failed, in_invocation
 from lambda_conn._stats import counters
 
 TYPE_CHECKING = False
@@ -155,7 +155,7 @@ class _AfterInvocation:
         self.before = before  # the descriptors open before the handler (audit only)
         self.guard = guard
         self.args = args
-        self.outermost = current_scope() is None
+        self.outermost = not in_invocation()
 
     def __call__(self, scope: Scope) -> None:
         if self.before is not None:

@@ -318,6 +318,14 @@ def current_scope() -> Scope | None:
     return None if scope is None or scope.closed else scope
 
 
+def in_invocation() -> bool:
+    """Whether an invocation is open here. A scope whose root is closed from the start (the
+    pytest plugin's per-test scope) tracks what is opened but is not an invocation, so a
+    handler called under it is the outermost invocation, as on Lambda."""
+    scope = current_scope()
+    return scope is not None and not scope.root.closed
+
+
 def register(obj: T) -> T:
     """Close ``obj`` (anything with ``close()``, ``aclose()`` or ``dispose()``) at the end of
     the current invocation. Returns ``obj``."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from lambda_conn._guard.guard import HealthGuard, outer_health_guard
 from lambda_conn._managed import _is_coroutine_function
-from lambda_conn._scope import current_scope
+from lambda_conn._scope import in_invocation
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,9 +44,7 @@ def _wrap(handler: F, guard: HealthGuard) -> F:
     def leaves_check_to_outer() -> bool:
         # An outer @health_guard checks after us; an outer @managed_connection holding this
         # guard checks after its scope has closed the invocation's connections.
-        return outer_health_guard.get() > 0 or (
-            guard.shared_with_managed and current_scope() is not None
-        )
+        return outer_health_guard.get() > 0 or (guard.shared_with_managed and in_invocation())
 
     if _is_coroutine_function(handler):
 
