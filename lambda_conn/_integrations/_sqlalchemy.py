@@ -9,7 +9,7 @@ unknown state.
 from __future__ import annotations
 
 from lambda_conn._integrations._track import tracker
-from lambda_conn._kinds import Kind, reconnects, register_kind
+from lambda_conn._kinds import Kind, kind_of, reconnects, register_kind
 from lambda_conn._registry import Integration
 from lambda_conn._scope import _current, untracked
 
@@ -29,19 +29,43 @@ class _OwnedPool:
     ``dispose`` is how its checked-in connections are closed at the end of the scope, or
     None when the pool is not the scope's: an Engine made per invocation over a
     module-level ``pool=`` must leave that pool's connections alone.
+
+    ``engine.dispose()`` in the handler puts a new pool in place of the old one, while a
+    connection checked out of the old one still goes back there: every pool the Engine
+    had during the scope is followed, and whether anything leaked is decided by the DBAPI
+    connections still open, not by pool slots (a disposed pool's empty records).
     """
 
-    __slots__ = ("checked_out", "dispose", "pool", "url")
+    __slots__ = ("checked_out", "dispose", "engine", "made", "pool", "pools", "url")
 
-    def __init__(self, pool: Any, dispose: Callable[[], Any] | None, url: Any = None) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        dispose: Callable[[], Any] | None,
+        url: Any = None,
+        engine: Any = None,
+    ) -> None:
         from sqlalchemy import event
 
         self.pool = pool
         self.dispose = dispose
         self.url = url
+        self.engine = engine
         self.checked_out: dict[int, Any] = {}
+        self.made: dict[int, Any] = {}  # DBAPI connections our pools opened (ours to close)
+        self.pools: list[Any] = []
+        self._follow(pool)
+        if engine is not None:
+            event.listen(engine, "engine_disposed", self.on_engine_disposed)
+
+    def _follow(self, pool: Any) -> None:
+        from sqlalchemy import event
+
+        self.pools.append(pool)
         event.listen(pool, "checkout", self.on_checkout)
         event.listen(pool, "checkin", self.on_checkin)
+        if self.dispose is not None:
+            event.listen(pool, "connect", self.on_connect)
 
     def on_checkout(self, dbapi_conn: Any, record: Any, proxy: Any) -> None:
         self.checked_out[id(record)] = proxy
@@ -49,27 +73,63 @@ class _OwnedPool:
     def on_checkin(self, dbapi_conn: Any, record: Any) -> None:
         self.checked_out.pop(id(record), None)
 
+    def on_connect(self, dbapi_conn: Any, record: Any) -> None:
+        self.made[id(dbapi_conn)] = dbapi_conn
+
+    def on_engine_disposed(self, engine: Any) -> None:
+        # The old pool closed its idle connections; what is checked out of it comes back
+        # to it and is closed when the scope disposes it. Follow the new one too.
+        self.pool = engine.pool
+        self._follow(engine.pool)
+
+    def unlisten(self) -> None:
+        from sqlalchemy import event
+
+        on_pool: list[tuple[str, Callable[..., Any]]] = [
+            ("checkout", self.on_checkout),
+            ("checkin", self.on_checkin),
+            ("connect", self.on_connect),
+        ]
+        targets: list[tuple[Any, list[tuple[str, Callable[..., Any]]]]] = [
+            (pool, on_pool) for pool in self.pools
+        ]
+        if self.engine is not None:
+            targets.append((self.engine, [("engine_disposed", self.on_engine_disposed)]))
+        for target, listeners in targets:
+            for name, listener in listeners:
+                if event.contains(target, name, listener):
+                    event.remove(target, name, listener)
+
 
 def _close_owned(owned: _OwnedPool) -> None:
-    from sqlalchemy import event
-
-    pool = owned.pool
     try:
         for proxy in list(owned.checked_out.values()):
             if proxy.dbapi_connection is not None:
                 proxy.invalidate()  # left checked out by this invocation
     finally:
         owned.checked_out.clear()
-        for name, listener in (("checkout", owned.on_checkout), ("checkin", owned.on_checkin)):
-            if event.contains(pool, name, listener):
-                event.remove(pool, name, listener)
+        owned.unlisten()
         if owned.dispose is not None:
+            for replaced in owned.pools[:-1]:  # pools a mid-scope engine.dispose() replaced
+                replaced.dispose()
             owned.dispose()
 
 
+def _live(dbapi_conn: Any) -> bool:
+    if dbapi_conn is None:
+        return False
+    try:
+        return bool(kind_of(dbapi_conn).is_open(dbapi_conn))
+    except Exception:
+        return False
+
+
 def _owned_is_open(owned: _OwnedPool) -> bool:
-    held = any(proxy.dbapi_connection is not None for proxy in owned.checked_out.values())
-    return held or (owned.dispose is not None and bool(owned.pool.checkedin()))
+    """Decided by live DBAPI connections: held by this invocation, or opened by a pool of
+    ours and not closed; never by a pool's slot count."""
+    if any(_live(proxy.dbapi_connection) for proxy in owned.checked_out.values()):
+        return True
+    return any(_live(conn) for conn in owned.made.values())
 
 
 def _url_remote(url: Any) -> list[str]:
@@ -123,7 +183,7 @@ SESSION = Kind("sqlalchemy.orm.Session", "sqlalchemy", close=_close_session, ali
 def _own_engine(engine: Any) -> _OwnedPool:
     scope = _current.get()
     built_here = scope is not None and engine.pool.__dict__.get(_POOL_SCOPE) == scope.serial
-    return _OwnedPool(engine.pool, engine.dispose if built_here else None, engine.url)
+    return _OwnedPool(engine.pool, engine.dispose if built_here else None, engine.url, engine)
 
 
 def _mark_pool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
