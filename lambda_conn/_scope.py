@@ -308,7 +308,10 @@ def _close_failed(kind: Kind, exc: Exception) -> None:
 
     # The exception's type and message only: client errors carry no passwords, and the
     # connection's repr (which might) is never formatted.
-    log_event(30, "close_failed", kind=kind.name, error=type(exc).__name__, message=str(exc)[:300])
+    from lambda_conn._redact import redact
+
+    message = redact(str(exc))[:300]  # an HTTP client's error may carry a URL with userinfo
+    log_event(30, "close_failed", kind=kind.name, error=type(exc).__name__, message=message)
 
 
 def current_scope() -> Scope | None:
