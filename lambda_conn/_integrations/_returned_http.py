@@ -140,12 +140,18 @@ def _hold_client(scope: Scope, response: Any, pool: Any) -> Hold | None:
     url = response.url
     hold = Hold(
         "httpx.Response",
-        lambda cut: client.close(),
+        lambda cut: _close_client(client),
         lambda: not client.is_closed,
         [f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"],
     )
     response.stream = _releasing_stream()(response.stream, hold)
     return hold
+
+
+def _close_client(client: Any) -> None:
+    from lambda_conn._integrations._httpx import HTTPX_CLIENT
+
+    HTTPX_CLIENT.close(client)  # type: ignore[misc]
 
 
 @functools.cache
