@@ -37,10 +37,10 @@ def cut(conn: Any) -> None:
     result = conn._result
     result.__class__ = subclass(type(result), "cut", _cut_methods)
     result.__dict__[_WHAT] = f"unbuffered PyMySQL result from {conn.host}:{conn.port}"
-    from lambda_conn._log import log_event
+    from lambda_conn._log import WARNING, log_event
 
     log_event(
-        30,
+        WARNING,
         "closed_under_returned_object",
         kind="pymysql unbuffered result",
         remote=[f"{conn.host}:{conn.port}"],

@@ -106,9 +106,9 @@ class _Cut:
 
 
 def _log_cut(kind: str, remote: str) -> None:
-    from lambda_conn._log import log_event
+    from lambda_conn._log import WARNING, log_event
 
-    log_event(30, "closed_under_returned_object", kind=kind, remote=[remote])
+    log_event(WARNING, "closed_under_returned_object", kind=kind, remote=[remote])
 
 
 # --------------------------------------------------------------------------- httpx

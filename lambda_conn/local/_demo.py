@@ -21,14 +21,14 @@ from lambda_conn.local._report import format_failures
 from lambda_conn.local._soak import SoakReport, soak
 
 CASES: tuple[tuple[str, str, dict[str, str]], ...] = (
-    ("1. leaky, unprotected", "lambda_conn._demo_handlers.unprotected", {}),
-    ("2. leaky, @managed_connection", "lambda_conn._demo_handlers.protected", {}),
+    ("1. leaky, unprotected", "lambda_conn.local._demo_handlers.unprotected", {}),
+    ("2. leaky, @managed_connection", "lambda_conn.local._demo_handlers.protected", {}),
     # The demo compresses hours into seconds, so the guard's minimum lifetime (60 s by
     # default, against recycling a young container) is switched off; its 90% hard ceiling
     # would otherwise be the only trigger here.
     (
         "3. third-party leak, FD_HEALTH_LIMIT=50%",
-        "lambda_conn._demo_handlers.third_party_leak",
+        "lambda_conn.local._demo_handlers.third_party_leak",
         {"FD_HEALTH_LIMIT": "50%", "HEALTH_MIN_LIFETIME": "0"},
     ),
 )
@@ -105,8 +105,8 @@ def run_demo(
 
 def _reachable(dsn: str, out: IO[str]) -> bool:
     """A real server given with --dsn answers SELECT 1 before 4,500 invocations try it."""
-    from lambda_conn._demo_handlers import connect_dsn
     from lambda_conn._redact import redact
+    from lambda_conn.local._demo_handlers import connect_dsn
 
     try:
         conn = connect_dsn(dsn)
