@@ -55,7 +55,7 @@ def close_open(conns: Any) -> None:
     for conn in list(conns or ()):
         if conn.sock is not None:
             try:
-                conn.close()
+                close_connection(conn)
             except Exception as exc:
                 errors.append(exc)
     if errors:
