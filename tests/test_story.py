@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,17 @@ def run_story(
     handler: str, mode: str, mariadb: Any, http_server: Any, check_server: Any = None
 ) -> dict[str, Any]:
     env = {
-        **os.environ,
         "STORY_DB": json.dumps(mariadb.connect_kwargs()),
         "STORY_HTTP": http_server.url,
         "STORY_SA_URL": mariadb.url(ssl_disabled="true"),  # no 30 ms TLS context per connect
     }
+    return run_story_with(handler, mode, env, check_server)
+
+
+def run_story_with(
+    handler: str, mode: str, env: dict[str, str], check_server: Any = None
+) -> dict[str, Any]:
+    env = {**os.environ, **env}
     # stderr goes to a file: the leaky handlers' atexit "cleanups" print 1,500 tracebacks at
     # exit, enough to fill a pipe nobody reads.
     with tempfile.TemporaryFile("w+") as errors:
@@ -63,11 +70,17 @@ def run_story(
     return summary
 
 
+_OUT_OF_RESOURCES = (
+    "Too many open files",  # EMFILE: the container's 1,024 descriptors
+    "1040",  # MySQL's ER_CON_COUNT_ERROR
+    "Too many connections",
+    "too many clients already",  # PostgreSQL's max_connections
+    "remaining connection slots are reserved",
+)
+
+
 def _failed_for_lack_of_resources(failure: dict[str, Any]) -> bool:
-    message = failure["message"]
-    return (
-        "Too many open files" in message or "1040" in message or "Too many connections" in message
-    )
+    return any(text in failure["message"] for text in _OUT_OF_RESOURCES)
 
 
 @pytest.mark.parametrize("handler", LEAKY)
@@ -107,4 +120,66 @@ def test_with_the_decorator_a_raising_handler_leaks_nothing(mariadb: Any, http_s
     summary = run_story("raising_after_connect", "decorated", mariadb, http_server, server_side)
     assert summary.get("failure") is None, summary
     assert summary["raised"] == INVOCATIONS  # the caller saw the handler's own exception
+    assert summary["max_fd_delta"] == 0, summary
+
+
+# --------------------------------------------------------------------------- one per driver
+
+# Each keeps one connection per invocation in a module-level cache. Their servers allow
+# fewer sessions than the story's invocations, so the undecorated run fails on the
+# server's limit within a few dozen invocations instead of a thousand (the descriptor
+# limit stays the same 1,024).
+DRIVER_STORIES = [
+    pytest.param("psycopg2_kept", "postgres", id="psycopg2"),
+    pytest.param("asyncpg_kept", "postgres", id="asyncpg"),
+    pytest.param("mysqlclient_kept", "mariadb", id="mysqlclient"),
+    pytest.param("mysql_connector_kept", "mariadb", id="mysql-connector"),
+    pytest.param("aiomysql_kept", "mariadb", id="aiomysql"),
+]
+STORY_MAX_CONNECTIONS = 40
+
+
+@pytest.fixture(scope="module")
+def story_servers() -> Iterator[dict[str, Any]]:
+    from tests.servers.mariadb import MariaDBServer
+    from tests.servers.postgres import PostgresServer
+
+    with (
+        MariaDBServer(max_connections=STORY_MAX_CONNECTIONS) as mariadb,
+        PostgresServer(max_connections=STORY_MAX_CONNECTIONS, tcp_auth="trust") as postgres,
+    ):
+        yield {"mariadb": mariadb, "postgres": postgres}
+
+
+def _driver_env(servers: dict[str, Any]) -> dict[str, str]:
+    return {
+        "STORY_DB": json.dumps(servers["mariadb"].connect_kwargs()),
+        "STORY_PG": json.dumps(servers["postgres"].connect_kwargs()),
+    }
+
+
+@pytest.mark.parametrize(("handler", "server"), DRIVER_STORIES)
+def test_without_the_decorator_each_drivers_story_runs_out_of_server_sessions(
+    handler: str, server: str, story_servers: dict[str, Any]
+) -> None:
+    summary = run_story_with(handler, "bare", _driver_env(story_servers))
+    failure = summary.get("failure")
+    assert failure is not None, f"{handler} never failed: {summary}"
+    assert _failed_for_lack_of_resources(failure), failure
+    assert failure["invocation"] < INVOCATIONS
+
+
+@pytest.mark.parametrize(("handler", "server"), DRIVER_STORIES)
+def test_with_the_decorator_each_drivers_story_succeeds_and_leaves_nothing_open(
+    handler: str, server: str, story_servers: dict[str, Any]
+) -> None:
+    db = story_servers[server]
+    sessions_before = len(db.client_sessions())
+
+    def server_side(summary: dict[str, Any]) -> None:
+        assert db.wait_for_sessions(sessions_before) == sessions_before
+
+    summary = run_story_with(handler, "decorated", _driver_env(story_servers), server_side)
+    assert summary.get("failure") is None, summary
+    assert summary["succeeded"] == INVOCATIONS
     assert summary["max_fd_delta"] == 0, summary

@@ -8,6 +8,8 @@ unknown state.
 
 from __future__ import annotations
 
+import sys
+
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, kind_of, reconnects, register_kind
 from lambda_conn._registry import Integration
@@ -15,12 +17,21 @@ from lambda_conn._scope import _current, untracked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from types import ModuleType
     from typing import Any
 
 _POOL_SCOPE = "_lambda_conn_scope"  # serial of the scope a pool was built in
-_DRIVERS = ("pymysql", "psycopg")  # clients whose connections a pool may hold
+# Clients whose connections a pool may hold.
+_DRIVERS = (
+    "pymysql",
+    "psycopg",
+    "psycopg2",
+    "asyncpg",
+    "mysqlclient",
+    "mysql-connector",
+    "aiomysql",
+)
 
 
 class _OwnedPool:
@@ -76,12 +87,6 @@ class _OwnedPool:
     def on_connect(self, dbapi_conn: Any, record: Any) -> None:
         self.made[id(dbapi_conn)] = dbapi_conn
 
-    def hand_over(self, record: Any, dbapi_conn: Any) -> None:
-        """A returned streamed result takes this checked-out connection with it: no longer
-        this pool's to invalidate or report (lambda_conn._returned)."""
-        self.checked_out.pop(id(record), None)
-        self.made.pop(id(dbapi_conn), None)
-
     def on_engine_disposed(self, engine: Any) -> None:
         # The old pool closed its idle connections; what is checked out of it comes back
         # to it and is closed when the scope disposes it. Follow the new one too.
@@ -124,6 +129,8 @@ def _close_owned(owned: _OwnedPool) -> None:
 def _live(dbapi_conn: Any) -> bool:
     if dbapi_conn is None:
         return False
+    # Under an async dialect the pool holds SQLAlchemy's adapter: ask the driver's own.
+    dbapi_conn = getattr(dbapi_conn, "driver_connection", dbapi_conn)
     try:
         return bool(kind_of(dbapi_conn).is_open(dbapi_conn))
     except Exception:
@@ -144,17 +151,46 @@ def _url_remote(url: Any) -> list[str]:
     return [f"{url.host}:{url.port}"] if url.host else [str(url.drivername)]
 
 
+def _in_greenlet(
+    close: Callable[[Any], None], is_async: Callable[[Any], bool]
+) -> Callable[[Any], Awaitable[None]]:
+    """``aclose`` for an async scope: under an async dialect (asyncpg, aiomysql) closing
+    awaits the driver, which SQLAlchemy allows only inside ``greenlet_spawn`` (called
+    directly, every close fails with MissingGreenlet and the connections stay open)."""
+
+    async def aclose(obj: Any) -> None:
+        if is_async(obj):
+            from sqlalchemy.util import greenlet_spawn
+
+            await greenlet_spawn(close, obj)
+        else:
+            close(obj)
+
+    return aclose
+
+
+def _pool_is_async(owned: _OwnedPool) -> bool:
+    return bool(getattr(getattr(owned.pool, "_dialect", None), "is_async", False))
+
+
 ENGINE = Kind(
     "sqlalchemy.Engine",
     "sqlalchemy",
     close=_close_owned,
+    aclose=_in_greenlet(_close_owned, _pool_is_async),
     is_open=_owned_is_open,
     remote=lambda owned: _url_remote(owned.url),
     alive=reconnects,  # the pool's own pre-ping and invalidation
 )
 # A pool built in a scope that does not track SQLAlchemy (``clients=["pymysql"]``): the
 # scope disposes it rather than closing its driver connections under it.
-POOL = Kind("sqlalchemy.Pool", "sqlalchemy", close=_close_owned, is_open=_owned_is_open)
+POOL = Kind(
+    "sqlalchemy.Pool",
+    "sqlalchemy",
+    close=_close_owned,
+    aclose=_in_greenlet(_close_owned, _pool_is_async),
+    is_open=_owned_is_open,
+)
 
 
 def _close_connection(conn: Any) -> None:
@@ -171,19 +207,39 @@ CONNECTION = Kind(
     "sqlalchemy.Connection",
     "sqlalchemy",
     close=_close_connection,
+    aclose=_in_greenlet(_close_connection, lambda conn: bool(conn.dialect.is_async)),
     is_open=lambda conn: not conn.closed,
     remote=lambda conn: _url_remote(conn.engine.url),
 )
 
 
 def _close_session(session: Any) -> None:
-    if session.in_transaction():
+    if not session.in_transaction():
+        session.close()
+        return
+    from sqlalchemy.exc import ResourceClosedError
+
+    try:
         session.invalidate()
-    else:
+    except ResourceClosedError:
+        # Its Connection was tracked too, newer, so closed (invalidated) first: what is
+        # left is the Session's own state, which close() releases.
         session.close()
 
 
-SESSION = Kind("sqlalchemy.orm.Session", "sqlalchemy", close=_close_session, alive=reconnects)
+def _maybe_async_session(session: Any) -> bool:
+    # An AsyncSession's sync Session may be bound to engines through several routes
+    # (bind, binds, get_bind overrides); closing in a greenlet is right for sync ones too.
+    return "sqlalchemy.ext.asyncio" in sys.modules
+
+
+SESSION = Kind(
+    "sqlalchemy.orm.Session",
+    "sqlalchemy",
+    close=_close_session,
+    aclose=_in_greenlet(_close_session, _maybe_async_session),
+    alive=reconnects,
+)
 
 
 def _own_engine(engine: Any) -> _OwnedPool:
@@ -213,6 +269,11 @@ def _pool_made_connection(dbapi_conn: Any, record: Any) -> None:
     scope = _current.get()
     if scope is not None:
         scope.forget(dbapi_conn)
+        # Under an async dialect (asyncpg, aiomysql) the pool holds an adapter; the
+        # driver's tracking registered the driver connection inside it.
+        driver_conn = getattr(record, "driver_connection", None)
+        if driver_conn is not None and driver_conn is not dbapi_conn:
+            scope.forget(driver_conn)
 
 
 def _pool_connect(

@@ -39,10 +39,8 @@ _REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")  # Lambda sets AWS_REGI
 def resolve_region(region: str | None) -> str:
     """``region``, else the environment's (Lambda sets ``AWS_REGION``)."""
     if region is None:
-        from lambda_conn._settings import env_value
-
         for name in _REGION_VARIABLES:
-            region = env_value(os.environ, name)
+            region = os.environ.get(name) or None
             if region:
                 break
     if not isinstance(region, str) or not region:

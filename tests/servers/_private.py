@@ -181,6 +181,20 @@ class PrivateServer(ClosingServer):
     def _server_options(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    # What the client contract (tests/clients.py) asks of every database server, whatever
+    # its flavour, besides ``wait_for_sessions(n)``: unclean ends counted, sessions ended.
+
+    def unclean_closes(self) -> int:
+        """How many sessions ended without the client's goodbye (COM_QUIT / Terminate)."""
+        raise NotImplementedError
+
+    #: The SQL a client runs to learn its session's id, as :meth:`end_session` takes it.
+    session_id_sql = ""
+
+    def end_session(self, session_id: int) -> Any:
+        """End one session from the server side (a failover, an idle timeout, a kill)."""
+        raise NotImplementedError
+
     def _make_dir(self, prefix: str) -> None:
         self.dir = short_tmpdir(prefix)
         _live.add(self)

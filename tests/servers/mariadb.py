@@ -151,6 +151,9 @@ def _build_template(root: Path) -> None:
                 f"--datadir={datadir}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
+                # Private temp tables: the default /tmp is shared with every other
+                # bootstrap on the machine, and a name clash fails the install at random.
+                f"--tmpdir={root}",
                 *base_opts,
             ],
             stdout=out,
@@ -175,6 +178,7 @@ def _build_template(root: Path) -> None:
             "--skip-name-resolve",
             *_run_as_root_args(),
             f"--pid-file={root / 'tpl.pid'}",
+            f"--tmpdir={root}",
             f"--log-error={err}",
             *base_opts,
         ],
@@ -352,6 +356,7 @@ class MariaDBServer(PrivateServer):
             "--skip-name-resolve",
             *_run_as_root_args(),
             f"--pid-file={self.pid_file}",
+            f"--tmpdir={self.dir}",
             f"--log-error={self.error_log}",
             *_render_options(self.options),
         ]
@@ -532,6 +537,10 @@ class MariaDBServer(PrivateServer):
     def aborted_clients(self) -> int:
         """``Aborted_clients``: sessions that ended without a COM_QUIT (a killed process)."""
         return int(self.query("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1])
+
+    unclean_closes = aborted_clients
+    end_session = kill
+    session_id_sql = "SELECT CONNECTION_ID()"  # what end_session() takes
 
     def wait_session_gone(self, session_id: int, timeout: float = 5.0) -> bool:
         """Poll until session ``session_id`` has ended; False if it is still there."""

@@ -21,6 +21,11 @@ def open_fds() -> int:
         return LAMBDA_NOFILE
 
 
+def asyncio_handler(handler: object) -> bool:
+    code = getattr(handler, "__code__", None)
+    return code is not None and bool(code.co_flags & 0x80)  # CO_COROUTINE
+
+
 def main() -> None:
     name, count, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     resource.setrlimit(resource.RLIMIT_NOFILE, (LAMBDA_NOFILE, LAMBDA_NOFILE))
@@ -32,6 +37,17 @@ def main() -> None:
         from lambda_conn import managed_connection
 
         handler = managed_connection(handler)
+    if asyncio_handler(handler):
+        # An async handler, as Mangum or Powertools run one: one event loop for the life
+        # of the container, each invocation run to completion on it.
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        coroutine_function = handler
+
+        def handler(event: dict[str, object], context: object) -> object:
+            return loop.run_until_complete(coroutine_function(event, context))
+
     expect_raise = name.startswith("raising")
     baseline = open_fds()
     summary: dict[str, object] = {"baseline_fds": baseline, "succeeded": 0, "raised": 0}

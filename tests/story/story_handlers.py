@@ -52,3 +52,67 @@ def raising_after_connect(event: dict[str, Any], context: Any) -> int:
     session.get(HTTP_URL, timeout=5)
     CACHE.append((conn, session))
     raise RuntimeError(f"invocation {event['i']} failed after connecting")
+
+
+# One per database driver: a connection per invocation, kept in a module-level cache.
+# The servers come as JSON keyword arguments (STORY_DB: PyMySQL's, STORY_PG: libpq's).
+PG: dict[str, Any] = json.loads(os.environ.get("STORY_PG", "{}"))
+
+
+def _mysql() -> dict[str, Any]:
+    return {k: DB[k] for k in ("host", "port", "user", "password")}
+
+
+def psycopg2_kept(event: dict[str, Any], context: Any) -> int:
+    import psycopg2
+
+    conn = psycopg2.connect(**PG)
+    CACHE.append(conn)
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return int(cursor.fetchone()[0])
+
+
+async def asyncpg_kept(event: dict[str, Any], context: Any) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host=PG["host"],
+        port=PG["port"],
+        user=PG["user"],
+        password=PG["password"],
+        database=PG["dbname"],
+        ssl=False,
+    )
+    CACHE.append(conn)
+    return int(await conn.fetchval("SELECT 1"))
+
+
+def mysqlclient_kept(event: dict[str, Any], context: Any) -> int:
+    import MySQLdb
+
+    conn = MySQLdb.connect(**_mysql(), database=DB["database"])
+    CACHE.append(conn)
+    cursor = conn.cursor()
+    cursor.execute("SELECT 1")
+    return int(cursor.fetchone()[0])
+
+
+def mysql_connector_kept(event: dict[str, Any], context: Any) -> int:
+    import mysql.connector
+
+    conn = mysql.connector.connect(**_mysql(), database=DB["database"], ssl_disabled=True)
+    CACHE.append(conn)
+    cursor = conn.cursor()
+    cursor.execute("SELECT 1")
+    return int(cursor.fetchone()[0])
+
+
+async def aiomysql_kept(event: dict[str, Any], context: Any) -> int:
+    import aiomysql
+
+    conn = await aiomysql.connect(**_mysql(), db=DB["database"])
+    CACHE.append(conn)
+    async with conn.cursor() as cursor:
+        await cursor.execute("SELECT 1")
+        return int((await cursor.fetchone())[0])

@@ -1,0 +1,156 @@
+"""asyncpg: every ``Connection`` built in a scope is closed at its end, and so is every
+``Pool`` built in it.
+
+An async scope awaits ``close()``: the Terminate message, then the server drops the
+session (it logs no unexpected EOF, even inside a transaction). A sync scope, or a
+connection whose event loop is gone (``asyncio.run()`` in a sync handler), gets
+``terminate()``, which also sends Terminate before aborting the transport, and then its
+socket closed directly, which the transport can no longer do without its loop.
+
+A connection a pool makes belongs to the pool: a module-level pool that grows during an
+invocation keeps its connections.
+"""
+
+from __future__ import annotations
+
+from lambda_conn._integrations._asyncio_socket import (
+    close_outside_loop,
+    raw_socket,
+    socket_open,
+)
+from lambda_conn._integrations._track import tracker
+from lambda_conn._kinds import Kind, reconnects, register_kind
+from lambda_conn._liveness import socket_idle_and_open
+from lambda_conn._registry import Integration
+from lambda_conn._scope import untracked
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
+
+# A graceful close waits for the server to hang up; one that does not answer (frozen,
+# partitioned) must not hold the end of the invocation: then the connection is aborted.
+CLOSE_TIMEOUT = 5.0
+
+
+def _socket(conn: Any) -> Any:
+    return raw_socket(conn._transport)
+
+
+def _terminate(conn: Any) -> None:
+    transport = conn._transport
+    sock = raw_socket(transport)
+    import contextlib  # here: integrations load when decorating, close paths later
+
+    try:
+        with contextlib.suppress(RuntimeError):  # "Event loop is closed": Terminate is sent
+            conn.terminate()
+    finally:
+        close_outside_loop(transport, sock, conn._loop)
+
+
+async def _aclose(conn: Any) -> None:
+    try:
+        await conn.close(timeout=CLOSE_TIMEOUT)
+    finally:
+        _terminate(conn)  # no-op once closed; aborts after a timeout or a cancellation
+
+
+def _is_open(conn: Any) -> bool:
+    return socket_open(_socket(conn))
+
+
+def _alive(conn: Any) -> bool:
+    return not conn.is_closed() and socket_idle_and_open(_socket(conn))
+
+
+def _remote(conn: Any) -> list[str]:
+    addr = conn._addr
+    if isinstance(addr, tuple):
+        return [f"{addr[0]}:{addr[1]}"]
+    return [str(addr)]  # a unix socket path
+
+
+CONNECTION = Kind(
+    "asyncpg.Connection",
+    "asyncpg",
+    close=_terminate,
+    aclose=_aclose,
+    is_open=_is_open,
+    remote=_remote,
+    alive=_alive,
+)
+
+
+# --------------------------------------------------------------------------- pools
+
+
+def _pool_connections(pool: Any) -> list[Any]:
+    return [holder._con for holder in pool._holders if holder._con is not None]
+
+
+def _terminate_pool(pool: Any) -> None:
+    import contextlib
+
+    conns = _pool_connections(pool)
+    try:
+        if pool._initialized:  # else terminate() raises; what it has opened is closed below
+            with contextlib.suppress(RuntimeError):  # "Event loop is closed": see below
+                pool.terminate()
+    finally:
+        for conn in conns:
+            _terminate(conn)
+
+
+async def _aclose_pool(pool: Any) -> None:
+    import asyncio
+
+    try:
+        # close() waits until every acquired connection is released: one the handler kept
+        # would hold the end of the invocation, so those pools are terminated instead.
+        idle = not any(holder._in_use is not None for holder in pool._holders)
+        if pool._initialized and not pool._closed and idle:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+    finally:
+        _terminate_pool(pool)
+
+
+def _pool_is_open(pool: Any) -> bool:
+    return any(_is_open(conn) for conn in _pool_connections(pool))
+
+
+def _pool_remote(pool: Any) -> list[str]:
+    return [r for conn in _pool_connections(pool) if _is_open(conn) for r in _remote(conn)]
+
+
+POOL = Kind(
+    "asyncpg.Pool",
+    "asyncpg",
+    close=_terminate_pool,
+    aclose=_aclose_pool,
+    is_open=_pool_is_open,
+    remote=_pool_remote,
+    alive=reconnects,
+)
+
+
+async def _connect_for_pool(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    with untracked():  # the pool owns it, even when it grows inside a handler
+        return await wrapped(*args, **kwargs)
+
+
+def patch_asyncpg(asyncpg: ModuleType) -> None:
+    import wrapt
+    from asyncpg import connection, pool
+
+    wrapt.wrap_function_wrapper(connection, "Connection.__init__", tracker("asyncpg", CONNECTION))
+    wrapt.wrap_function_wrapper(pool, "Pool.__init__", tracker("asyncpg", POOL))
+    wrapt.wrap_function_wrapper(pool, "Pool._get_new_connection", _connect_for_pool)
+    register_kind(connection.Connection, CONNECTION)
+    register_kind(pool.Pool, POOL)
+
+
+INTEGRATION = Integration("asyncpg", hooks={"asyncpg": patch_asyncpg})

@@ -1,0 +1,127 @@
+"""The pool contract of the clients that bring their own pool (psycopg2.pool, asyncpg,
+aiomysql; mysql-connector's named pools).
+
+A connection a pool makes belongs to the pool, even when it is made during an invocation
+(a module-level pool grows on demand): closing it with the scope would hand the next
+invocation a dead connection. A pool built during an invocation is the scope's, and is
+closed with every connection it made, the ones handed out and never given back too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.clients import DB_POOLS, DBPool, Driver
+from tests.servers.fds import open_fds
+
+
+@pytest.fixture(params=DB_POOLS, ids=str)
+def pooled(request: pytest.FixtureRequest) -> Iterator[tuple[DBPool, Driver]]:
+    spec: DBPool = request.param
+    loop = asyncio.new_event_loop()
+    try:
+        yield spec, Driver(spec.client, request.getfixturevalue(spec.client.server), loop)
+    finally:
+        loop.close()
+
+
+def _wrap(db: Driver, value: Any) -> Any:
+    return db._wrap(value) if not db.client.is_async else value
+
+
+async def _session_id(db: Driver, conn: Any) -> int:
+    rows = await db.run(conn, db.server.session_id_sql)
+    return int(rows[0][0])
+
+
+def _ids(server: Any) -> set[int]:
+    return {s.get("id", s.get("pid")) for s in server.client_sessions()}
+
+
+def test_a_module_level_pool_that_grows_during_an_invocation_keeps_its_connections(
+    pooled: tuple[DBPool, Driver],
+) -> None:
+    spec, db = pooled
+    pool = db.now(lambda: _wrap(db, spec.make(db.server, 2)))  # module level, empty
+
+    async def two_sessions() -> list[int]:
+        first = await _wrap(db, spec.borrow(pool))  # both made now, inside the invocation
+        second = await _wrap(db, spec.borrow(pool))
+        try:
+            return sorted([await _session_id(db, first), await _session_id(db, second)])
+        finally:
+            await _wrap(db, spec.give_back(pool, first))
+            await _wrap(db, spec.give_back(pool, second))
+
+    try:
+        made = db.invoke(two_sessions, on_leak="raise")
+        assert set(made) <= _ids(db.server)  # still connected once the invocation ended
+        assert db.invoke(two_sessions, on_leak="raise") == made  # and handed out again
+    finally:
+        db.now(lambda: _wrap(db, spec.close(pool)))
+
+
+def test_a_pool_built_during_an_invocation_is_closed_with_what_it_handed_out(
+    pooled: tuple[DBPool, Driver],
+) -> None:
+    spec, db = pooled
+    before = len(db.server.client_sessions())
+    unclean = db.server.unclean_closes()
+    kept: list[Any] = []
+
+    async def body() -> None:
+        pool = await _wrap(db, spec.make(db.server, 3))
+        returned = await _wrap(db, spec.borrow(pool))
+        held = await _wrap(db, spec.borrow(pool))  # never given back
+        await db.run(returned, "SELECT 1")
+        await db.run(held, "SELECT 1")
+        await _wrap(db, spec.give_back(pool, returned))
+        kept.append((pool, held))  # the pool kept for later, as a module-level cache would
+
+    fds = open_fds()
+    db.invoke(body, on_leak="raise")
+    assert open_fds() == fds
+    assert db.server.wait_for_sessions(before) == before
+    assert db.server.unclean_closes() == unclean
+
+
+def test_a_named_mysql_connector_pool_made_during_an_invocation_outlives_it(
+    mariadb: Any,
+) -> None:
+    # connect(pool_name=...) keeps its pool in a process-wide registry: deliberate reuse.
+    import mysql.connector
+
+    from lambda_conn import managed_connection
+
+    kwargs = {
+        "host": mariadb.host,
+        "port": mariadb.port,
+        "user": mariadb.user,
+        "password": mariadb.password,
+        "database": mariadb.database,
+        "ssl_disabled": True,
+        "pool_name": "lc_contract",
+        "pool_size": 1,
+    }
+
+    @managed_connection(on_leak="raise")
+    def handler(event: object, context: object) -> int:
+        conn = mysql.connector.connect(**kwargs)
+        try:
+            cursor = conn.cursor()
+            cursor.execute(mariadb.session_id_sql)
+            return int(cursor.fetchone()[0])
+        finally:
+            conn.close()  # back to the pool
+
+    first = handler({}, None)
+    assert first in _ids(mariadb)
+    assert handler({}, None) == first  # the pool's connection, not a reconnect
+    pool_conn = mysql.connector.connect(**kwargs)
+    pool_conn._cnx_pool._remove_connections()
+    pool_conn._cnx.close()
+    pool_conn._cnx = None
