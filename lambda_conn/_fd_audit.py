@@ -13,20 +13,15 @@ import os
 import stat
 from typing import Any
 
-from lambda_conn._errors import ConfigurationError
-
 ENV_VAR = "LAMBDA_CONN_AUDIT_DESCRIPTORS"
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
 
 
 def audit_from_env() -> bool:
-    value = os.environ.get(ENV_VAR, "").strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigurationError(ENV_VAR, os.environ[ENV_VAR], "1/0, true/false, yes/no or on/off")
+    """The variable through the one boolean parser; unset or empty is off."""
+    from lambda_conn._settings import env_value, parse_bool
+
+    raw = env_value(os.environ, ENV_VAR)
+    return False if raw is None else parse_bool(ENV_VAR, raw)
 
 
 def snapshot() -> frozenset[int]:
@@ -46,9 +41,9 @@ def safe_snapshot() -> frozenset[int] | None:
     try:
         return snapshot()
     except OSError as exc:
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
-        log_event(30, "descriptor_audit_failed", error=repr(exc))
+        log_event(WARNING, "descriptor_audit_failed", error=repr(exc))
         return None
 
 

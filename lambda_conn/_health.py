@@ -18,9 +18,9 @@ def guard_for_handler() -> Any:
     """
     import os
 
-    from lambda_conn._guard.config import ENV_NAMES
+    from lambda_conn._settings import env_value, in_group
 
-    if not any(os.environ.get(name, "").strip() for name in ENV_NAMES):
+    if all(env_value(os.environ, setting.name) is None for setting in in_group("health")):
         return None
     from lambda_conn._guard import factory
 

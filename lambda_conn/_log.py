@@ -6,7 +6,10 @@ CloudWatch Logs Insights parses JSON lines, so every report is a single ``json.d
 from __future__ import annotations
 
 import logging
+from logging import DEBUG, ERROR, INFO, WARNING
 from typing import Any
+
+__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "log_event", "logger"]  # levels by name
 
 logger = logging.getLogger("lambda_conn")
 

@@ -172,15 +172,15 @@ def _audit(before: frozenset[int]) -> None:
     try:
         leaks = left_open(before)
     except Exception as exc:  # an audit must never fail a request
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
-        log_event(30, "descriptor_audit_failed", error=repr(exc))
+        log_event(WARNING, "descriptor_audit_failed", error=repr(exc))
         return
     if leaks:
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
         counters.leaked_descriptors += len(leaks)
-        log_event(30, "descriptors_left_open", count=len(leaks), descriptors=leaks)
+        log_event(WARNING, "descriptors_left_open", count=len(leaks), descriptors=leaks)
 
 
 class Closing(Generic[C]):

@@ -150,6 +150,6 @@ def _report_failure(exc: Exception) -> None:
     if _failed_once:  # once: a broken integration must not flood the log
         return
     _failed_once = True
-    from lambda_conn._log import log_event
+    from lambda_conn._log import WARNING, log_event
 
-    log_event(30, "powertools_metric_failed", error=type(exc).__name__, message=str(exc)[:300])
+    log_event(WARNING, "powertools_metric_failed", error=type(exc).__name__, message=str(exc)[:300])

@@ -104,16 +104,28 @@ def _masked_credentials(text: str) -> str | None:
 
 
 def _mask_userinfo(text: str) -> str:
-    scheme, _, rest = text.partition("://")
-    authority_end = len(rest)
-    for stop in "/?#":
-        index = rest.find(stop)
-        if index != -1:
-            authority_end = min(authority_end, index)
-    authority = rest[:authority_end]
-    if "@" not in authority:
-        return text
-    return f"{scheme}://{MASK}{authority[authority.rindex('@') :]}{rest[authority_end:]}"
+    """Every ``scheme://user:password@host`` in ``text`` -> ``scheme://***@host``."""
+    out: list[str] = []
+    rest = text
+    while "://" in rest:
+        head, _, tail = rest.partition("://")
+        out.append(f"{head}://")
+        # Up to the last "@" of the URL: a password with an unescaped "/" or "@" in it
+        # would otherwise be cut in two and half shown.
+        end = len(tail)
+        for stop in " \t\n'\"":
+            index = tail.find(stop)
+            if index != -1:
+                end = min(end, index)
+        url = tail[:end]
+        at = url.rfind("@")  # an "@" in a path is masked too: the safe side
+        if at != -1:
+            out.append(MASK + url[at:])
+        else:
+            out.append(url)
+        rest = tail[end:]
+    out.append(rest)
+    return "".join(out)
 
 
 def _mask_parameters(text: str) -> str:

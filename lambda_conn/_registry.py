@@ -173,10 +173,10 @@ def load_plugin(ep: EntryPoint) -> Integration | None:
             register_client(obj)
         return obj
     except Exception as exc:  # a broken plugin never breaks the user's import
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
         log_event(
-            30,
+            WARNING,
             "tracking_unavailable",
             plugin=ep.dist,
             entry_point=ep.value,

@@ -158,9 +158,9 @@ def _hand_over_one(scope: Scope, probe: Probe, obj: object) -> None:
             _held[hold._key] = hold
             weakref.finalize(anchor, hold.release, False)
     except Exception as exc:  # an unknown client version: close as before, reported
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
-        log_event(30, "hand_over_failed", type=type(obj).__qualname__, error=repr(exc))
+        log_event(WARNING, "hand_over_failed", type=type(obj).__qualname__, error=repr(exc))
         return
     parent = _scope._current.get()
     if parent is not None and not parent.closed:

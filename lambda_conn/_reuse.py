@@ -166,9 +166,11 @@ class ReusedConnection(Generic[T]):
             self._extras[(root.serial, me.ident or 0)] = conn
         if first and root is not self._checked_in:
             root.at_exit(functools.partial(self._end_invocation, root))
-        from lambda_conn._log import log_event
+        from lambda_conn._log import INFO, log_event
 
-        log_event(20, "reused_connection_per_thread", name=self.name, thread=me.name, holder=holder)
+        log_event(
+            INFO, "reused_connection_per_thread", name=self.name, thread=me.name, holder=holder
+        )
         return conn
 
     def _end_invocation(self, root: Any, handler_failed: bool) -> None:
@@ -190,14 +192,14 @@ class ReusedConnection(Generic[T]):
         state = transaction_state(conn)
         if state is None:
             return  # the common case: one attribute read
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
         if state == OPEN:
             try:
                 conn.rollback()  # type: ignore[attr-defined]
             except Exception as exc:
                 log_event(
-                    30,
+                    WARNING,
                     "reused_connection_rollback_failed",
                     name=self.name,
                     when=when,
@@ -227,9 +229,9 @@ class ReusedConnection(Generic[T]):
 
     def _discard(self, reason: str) -> None:
         self.reconnects += 1
-        from lambda_conn._log import log_event
+        from lambda_conn._log import INFO, log_event
 
-        log_event(20, "reused_connection_replaced", name=self.name, reason=reason)
+        log_event(INFO, "reused_connection_replaced", name=self.name, reason=reason)
         self._close_kept()
 
     def close(self) -> None:

@@ -165,9 +165,9 @@ class Scope:
             try:
                 hook(handler_failed)
             except Exception as exc:  # a hook never fails the request
-                from lambda_conn._log import log_event
+                from lambda_conn._log import WARNING, log_event
 
-                log_event(30, "scope_exit_hook_failed", error=type(exc).__name__)
+                log_event(WARNING, "scope_exit_hook_failed", error=type(exc).__name__)
 
     def tracks(self, client: str) -> bool:
         return self.clients is None or client in self.clients
@@ -193,10 +193,10 @@ class Scope:
         elif key in self._late:
             return
         self._late.add(key)
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
         log_event(
-            30,
+            WARNING,
             "opened_after_scope_closed",
             kind=key[0],
             remote=list(key[1]),
@@ -281,9 +281,9 @@ class Scope:
                     "asyncio.run() with @managed_connection so it closes inside the loop"
                 )
             details.append(detail)
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
-        log_event(30, "connections_leaked", count=len(leaked), connections=details)
+        log_event(WARNING, "connections_leaked", count=len(leaked), connections=details)
         if self.on_leak == "raise" and not handler_failed:
             raise LeakError(f"{len(leaked)} connection(s) left open after cleanup: {details}")
 
@@ -304,11 +304,14 @@ def _remote(obj: Any, kind: Kind) -> list[str]:
 
 def _close_failed(kind: Kind, exc: Exception) -> None:
     counters.close_errors += 1
-    from lambda_conn._log import log_event
+    from lambda_conn._log import WARNING, log_event
 
     # The exception's type and message only: client errors carry no passwords, and the
     # connection's repr (which might) is never formatted.
-    log_event(30, "close_failed", kind=kind.name, error=type(exc).__name__, message=str(exc)[:300])
+    from lambda_conn._redact import redact
+
+    message = redact(str(exc))[:300]  # an HTTP client's error may carry a URL with userinfo
+    log_event(WARNING, "close_failed", kind=kind.name, error=type(exc).__name__, message=message)
 
 
 def current_scope() -> Scope | None:

@@ -72,11 +72,11 @@ def _apply(name: str, module: ModuleType) -> None:
         try:
             patch(module)
         except Exception as exc:  # never break the user's import
-            from lambda_conn._log import log_event
+            from lambda_conn._log import WARNING, log_event
 
             fields = {"plugin": integration.origin} if integration.origin != "lambda_conn" else {}
             log_event(
-                30,
+                WARNING,
                 "tracking_unavailable",
                 module=name,
                 client=integration.name,

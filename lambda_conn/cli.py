@@ -65,12 +65,27 @@ def _env_pair(value: str) -> tuple[str, str]:
     return key, val
 
 
+# What the summary's two timings mean (in --help; the README says the same).
+TIMINGS = """\
+timings in the summary:
+  duration  from sending the invoke until the runtime, and every extension, asked for the
+            next event: what Lambda bills, including work done after the response
+  response  from sending the invoke until the caller had its answer: what a client waits
+            for (the response is sent before after-response work such as a recycle)
+"""
+
+
 def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "soak",
         help="invoke a handler N times in a Lambda-faithful local runtime",
         description="Invoke HANDLER N times under the real awslambdaric, frozen between "
-        "invocations, with Lambda's descriptor, memory and time limits; print a summary.",
+        "invocations, with Lambda's descriptor, memory and time limits; print a summary "
+        "headed by the handler and its settings, and the first message of each failure type.",
+        epilog=TIMINGS
+        + "\nexit status: 0 when every invocation succeeded; 1 when any failed or the soak\n"
+        "stopped early; 2 for a usage error; 130 when interrupted.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("handler", metavar="MODULE:FUNCTION", help="also MODULE.FUNCTION (Lambda form)")
     p.add_argument("-n", "--invocations", dest="n", type=_positive_int, required=True, metavar="N")
@@ -98,7 +113,18 @@ def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="keep successful responses in the records (default: only errors are kept)",
     )
+    _add_quiet(p)
     p.set_defaults(func=_run_soak, subparser=p)
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (by default: a bar on a terminal, otherwise a plain "
+        "line every 10 s)",
+    )
 
 
 def _check_output(parser: argparse.ArgumentParser, option: str, path: str | None) -> None:
@@ -164,7 +190,7 @@ def _run_soak(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             parser.error(f"argument --event: cannot read JSON from {args.event!r}: {exc}")
 
-    bar = ProgressBar(args.n)
+    bar = ProgressBar(args.n, quiet=args.quiet)
     interrupted = False
     with contextlib.ExitStack() as stack:
         logs = stack.enter_context(open(args.logs, "ab")) if args.logs else subprocess.DEVNULL
@@ -185,7 +211,14 @@ def _run_soak(args: argparse.Namespace) -> int:
             report, interrupted = exc.report, True
         finally:
             bar.finish()
-    print(format_table(report.summary, rate=report.rate, memory_mb=args.memory))
+    print(
+        format_table(
+            report.summary,
+            rate=report.rate,
+            memory_mb=args.memory,
+            heading=_heading(args, handler_dir),
+        )
+    )
     if report.stopped_early:
         print(f"stopped early: {report.stopped_early}", file=sys.stderr)
     if args.json_path:
@@ -205,6 +238,22 @@ def _run_soak(args: argparse.Namespace) -> int:
     return 1 if report.failed or report.stopped_early else 0
 
 
+def _heading(args: argparse.Namespace, handler_dir: str) -> list[str]:
+    """What was soaked and how: the handler and every setting (env values not shown)."""
+    settings = [
+        f"{args.n} invocations",
+        f"memory {args.memory} MB",
+        f"timeout {args.timeout:g} s",
+        f"event {args.event}" if args.event else "event null",
+    ]
+    if args.env:
+        settings.append("env " + ", ".join(sorted({key for key, _ in args.env})))
+    return [
+        f"lambda-conn soak {args.handler} (task root {handler_dir})",
+        ", ".join(settings),
+    ]
+
+
 def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "demo",
@@ -212,6 +261,10 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Soak three handlers under the local runtime: a leaky one unprotected, "
         "the same with @managed_connection, and a leak no library can close with "
         "FD_HEALTH_LIMIT set. Uses an embedded MySQL-protocol server unless --dsn is given.",
+        epilog="exit status: 0 when the protected rows (2 and 3) had no failed request, which\n"
+        "is the point of the demo (row 1, unprotected, is expected to fail); 1 when a\n"
+        "protected row failed; 2 when --dsn cannot be queried, or for a usage error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--dsn",
@@ -229,11 +282,11 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument(
         "--plot",
-        default="lambda-conn-demo.svg",
         metavar="FILE",
-        help="SVG of descriptors and memory per invocation (default lambda-conn-demo.svg)",
+        help="write an SVG of descriptors and memory per invocation here (default: none)",
     )
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write every record")
+    _add_quiet(p)
     p.set_defaults(func=_run_demo, subparser=p)
 
 
@@ -248,8 +301,14 @@ def _run_demo(args: argparse.Namespace) -> int:
         parser.error(f"argument --plot: {args.plot!r} is not accepted: expected a .svg file")
     from lambda_conn.local._demo import run_demo
 
+    for option, path in (("--plot", args.plot), ("--json", args.json_path)):
+        _check_output(parser, option, path)
     return run_demo(
-        dsn=args.dsn, invocations=args.n, plot=args.plot or None, json_path=args.json_path
+        dsn=args.dsn,
+        invocations=args.n,
+        plot=args.plot or None,
+        json_path=args.json_path,
+        quiet=args.quiet,
     )
 
 

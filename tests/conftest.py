@@ -99,3 +99,26 @@ def http_server() -> Iterator[CountingHTTPServer]:
 def silent_server() -> Iterator[SilentTCPServer]:
     with SilentTCPServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """One private redis-server for the session (tests/servers/redis.py)."""
+    from tests.servers.redis import RedisNotInstalled, RedisServer
+
+    try:
+        server = RedisServer()
+    except RedisNotInstalled as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Any]:
+    """One private moto server (AWS APIs on loopback, dummy keys) for the session."""
+    from tests.servers.moto import MotoServer
+
+    server = MotoServer()
+    yield server
+    server.close()

@@ -249,7 +249,8 @@ def test_unset_imports_nothing_of_the_guard() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "['lambda_conn._guard', 'lambda_conn._guard.config']"
+    # Only the settings table is read (lambda_conn._settings): nothing of the guard.
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_bad_variable_stops_decoration_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -716,16 +717,30 @@ def test_kafka_batch_counts_records_across_partitions() -> None:
 
 def test_emf_record_is_a_count_metric_with_low_cardinality_dimensions() -> None:
     fields = {"reason": "fd", "request_id": "r", "measured": 9, "limit": 8, "trigger": BATCH}
-    record = report.emf_record("recycle", fields, "fn", 1234)
+
+    def record_of(action: str, function_name: str | None, now_ms: int) -> dict[str, Any]:
+        from lambda_conn._metrics import emf_record
+
+        dimensions, properties = report.metric_parts(action, fields, function_name)
+        return emf_record(
+            report.METRIC,
+            1,
+            dimensions=dimensions,
+            properties=properties,
+            namespace=report.NAMESPACE,
+            timestamp_ms=now_ms,
+        )
+
+    record = record_of("recycle", "fn", 1234)
     directive = record["_aws"]["CloudWatchMetrics"][0]
     assert record["_aws"]["Timestamp"] == 1234
     assert directive["Dimensions"] == [["FunctionName", "Action"]]
     assert directive["Metrics"] == [{"Name": "HealthLimitExceeded", "Unit": "Count"}]
     assert record["HealthLimitExceeded"] == 1 and record["FunctionName"] == "fn"
     assert record["RequestId"] == "r" and record["Trigger"] == BATCH
-    assert report.emf_record("report", fields, None, 0)["_aws"]["CloudWatchMetrics"][0][
-        "Dimensions"
-    ] == [["Action"]]
+    assert record_of("report", None, 0)["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
+        ["Action"]
+    ]
 
 
 class Exited(BaseException):

@@ -30,6 +30,21 @@ def test_requests_session_closed(http_server: Any) -> None:
     assert open_fds() == fds
 
 
+def test_a_requests_session_is_tracked_once_and_closes_its_pools_through_itself(
+    http_server: Any,
+) -> None:
+    from lambda_conn._integrations._requests import REQUESTS_SESSION
+
+    with managed_connection() as scope:
+        session = requests.Session()
+        session.get(http_server.url, timeout=5)
+        streamed = session.get(http_server.url, timeout=5, stream=True)  # holds a connection
+        # one object, the Session: not also its adapters' PoolManagers or their pools
+        assert [kind for _, kind in scope._resources.values()] == [REQUESTS_SESSION]
+    assert http_server.wait_open(0) == 0
+    assert streamed.raw._connection is None or streamed.raw._connection.sock is None
+
+
 def test_requests_responses_kept_alive_do_not_keep_their_sockets(http_server: Any) -> None:
     kept: list[Any] = []
 
@@ -169,7 +184,7 @@ def test_a_client_left_open_is_reported_with_its_kind_and_remote(
     import json
     import logging
 
-    from lambda_conn._integrations import _httpx, _requests, _urllib3
+    from lambda_conn._integrations import _httpx, _requests
 
     # GIVEN a close rule that fails, so the client really stays open after cleanup
     kind = _requests.REQUESTS_SESSION if client == "requests" else _httpx.HTTPX_CLIENT
@@ -178,8 +193,6 @@ def test_a_client_left_open_is_reported_with_its_kind_and_remote(
         raise OSError("close failed")
 
     monkeypatch.setattr(kind, "close", broken)
-    # (a Session's PoolManagers are tracked too: they would close its connections)
-    monkeypatch.setattr(_urllib3.POOL_MANAGER, "close", broken)
     kept: list[Any] = []
 
     @managed_connection
@@ -193,13 +206,12 @@ def test_a_client_left_open_is_reported_with_its_kind_and_remote(
             assert handler({}, None) == 200
         lines = [json.loads(r.getMessage()) for r in caplog.records]
         (leak,) = [e for e in lines if e["event"] == "connections_leaked"]
-        # THEN one line names what stayed open and where it goes, and nothing more
-        # (for requests: the Session, and the PoolManager holding its one connection)
-        remote = [f"127.0.0.1:{http_server.port}"]
-        details = {d["kind"]: d["remote"] for d in leak["connections"]}
-        assert leak["count"] == len(details) >= 1
-        assert details[kind.name] == remote
-        assert all(r == remote for r in details.values())
+        # THEN one line names what stayed open and where it goes, and nothing more: the
+        # client the handler created, once (not also a Session's PoolManagers)
+        assert leak["count"] == 1
+        assert leak["connections"] == [
+            {"kind": kind.name, "remote": [f"127.0.0.1:{http_server.port}"]}
+        ]
         assert "hunter2" not in caplog.text
     finally:
         for session in kept:

@@ -305,23 +305,6 @@ def test_powertools_failure_falls_back_to_plain_emf(
     assert blob["HealthLimitExceeded"] == 1
 
 
-def test_emf_record_matches_the_health_guard_record() -> None:
-    """One function both can call: the generic record is the guard's, field for field."""
-    from lambda_conn._guard import report
-
-    fields = {k.lower().replace("requestid", "request_id"): v for k, v in GUARD_PROPERTIES.items()}
-    guard = report.emf_record("recycle", fields, "orders", 1_700_000_000_000)
-    ours = emf_record(
-        report.METRIC,
-        1,
-        dimensions={"FunctionName": "orders", "Action": "recycle"},
-        properties=GUARD_PROPERTIES,
-        namespace=report.NAMESPACE,
-        timestamp_ms=1_700_000_000_000,
-    )
-    assert ours == guard
-
-
 PLAIN_EMF_SCRIPT = """
 import json, sys
 from lambda_conn._metrics import put_metric

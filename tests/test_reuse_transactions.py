@@ -90,18 +90,33 @@ def test_a_failed_invocations_write_is_never_committed_by_the_next(
         db.close()
 
 
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
-def test_postgres_reused_connection_rolls_back_a_failed_invocation(
-    postgres: Any, driver: str
-) -> None:
+def postgres_reused(postgres: Any, driver: str) -> Any:
+    kwargs = postgres.connect_kwargs()
+    if driver == "RDSConnector.reused":
+        return RDSConnector(
+            kwargs["host"],
+            engine="postgresql",
+            port=kwargs["port"],
+            user=kwargs["user"],
+            password=kwargs["password"],
+            database=kwargs["dbname"],
+            tls=False,
+        ).reused()
     import importlib
 
     client = importlib.import_module(driver)
+    return reused_connection(lambda: client.connect(**kwargs))
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "RDSConnector.reused"])
+def test_postgres_reused_connection_rolls_back_a_failed_invocation(
+    postgres: Any, driver: str
+) -> None:
     table = f"reuse_tx_{next(_tables)}"
     postgres.query(f"DROP TABLE IF EXISTS {table}")
     postgres.query(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
     postgres.query(f"GRANT ALL ON {table} TO PUBLIC")
-    db = reused_connection(lambda: client.connect(**postgres.connect_kwargs()))
+    db = postgres_reused(postgres, driver)
     handler = insert_handler(db, table)
     try:
         with pytest.raises(RuntimeError):

@@ -231,3 +231,26 @@ def test_a_refused_password_and_an_unreachable_host_show_no_password(
         unreachable.connect()
     assert repr(unreachable).count("***") == 0 and SECRET not in repr(unreachable)
     nowhere(gave_up.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "form"),
+    [
+        (512, "512"),
+        ("150%", "'150%'"),
+        ("900XB", "'900XB'"),
+        ("/opt/rds-ca.pem", "'/opt/rds-ca.pem'"),
+        (SECRET, f"<str of {len(SECRET)} characters>"),
+        ("explode", "<str of 7 characters>"),
+        (f"mysql://app:{SECRET}@db/app", "'mysql://***@db/app'"),
+        (f"postgresql://app:{SECRET[:6]}/{SECRET[6:]}@db/app", "'postgresql://***@db/app'"),
+        (f"host=db password={SECRET} dbname=app", "'host=db password=*** dbname=app'"),
+        (SECRET.encode(), f"<bytes of {len(SECRET)} bytes>"),
+        ({"password": SECRET}, "<dict of 1 items>"),
+    ],
+)
+def test_how_a_refused_value_is_shown(value: object, form: str) -> None:
+    from lambda_conn._redact import shown
+
+    assert shown(value) == form
+    assert shown(value, secret=True).startswith("<")  # a credential's setting: never more

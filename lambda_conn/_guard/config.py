@@ -12,35 +12,19 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from lambda_conn._errors import ConfigurationError
+from lambda_conn._settings import env_value, in_group, parse_bool
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-FD_LIMIT = "FD_HEALTH_LIMIT"
-MEMORY_LIMIT = "MEMORY_HEALTH_LIMIT"
-MAX_INVOCATIONS = "HEALTH_MAX_INVOCATIONS"
-MIN_LIFETIME = "HEALTH_MIN_LIFETIME"
-JITTER = "HEALTH_JITTER"
-REPORT_ONLY = "HEALTH_REPORT_ONLY"
-RETRYING_TRIGGERS = "HEALTH_RETRYING_TRIGGERS"
-HARD_CEILING = "HEALTH_HARD_CEILING"
-GRACEFUL_SHUTDOWN = "HEALTH_GRACEFUL_SHUTDOWN"
-
+# Names, keywords and parsers come from the one table of settings (lambda_conn._settings).
+_HEALTH = in_group("health")
+KEYWORDS = {setting.keyword: setting.name for setting in _HEALTH if setting.keyword}
+ENV_NAMES = tuple(KEYWORDS.values())
 # Any of these turns the guard on; the others only tune it.
-ACTIVATING = (FD_LIMIT, MEMORY_LIMIT, MAX_INVOCATIONS)
-ENV_NAMES = (
-    *ACTIVATING,
-    MIN_LIFETIME,
-    JITTER,
-    REPORT_ONLY,
-    RETRYING_TRIGGERS,
-    HARD_CEILING,
-    GRACEFUL_SHUTDOWN,
-)
+ACTIVATING = tuple(setting.name for setting in _HEALTH if setting.activates)
 
 RETRYING_CHOICES = ("report", "recycle")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 # Lambda's memory setting is in MB of 2**20 bytes; MB and MiB both mean that here.
 _UNITS = {
     "kb": 1 << 10,
@@ -49,19 +33,6 @@ _UNITS = {
     "mib": 1 << 20,
     "gb": 1 << 30,
     "gib": 1 << 30,
-}
-
-# Keyword name -> environment variable.
-KEYWORDS = {
-    "fd_limit": FD_LIMIT,
-    "memory_limit": MEMORY_LIMIT,
-    "max_invocations": MAX_INVOCATIONS,
-    "min_lifetime": MIN_LIFETIME,
-    "jitter": JITTER,
-    "report_only": REPORT_ONLY,
-    "retrying_triggers": RETRYING_TRIGGERS,
-    "hard_ceiling": HARD_CEILING,
-    "graceful_shutdown": GRACEFUL_SHUTDOWN,
 }
 
 
@@ -273,18 +244,6 @@ def parse_hard_ceiling(setting: str, value: Any) -> float:
     )
 
 
-def parse_bool(setting: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    raise ConfigurationError(setting, value, "true or false (also 1/0, yes/no, on/off)")
-
-
 def parse_retrying(setting: str, value: Any) -> str:
     text = value.strip().lower() if isinstance(value, str) else value
     if text not in RETRYING_CHOICES:
@@ -369,31 +328,30 @@ def load_config(
     limit off whatever the environment says.
     """
     parsers: dict[str, Callable[[str, Any], Any]] = {
-        "fd_limit": lambda s, v: parse_fd_limit(s, v, platform.fd_rlimit),
-        "memory_limit": lambda s, v: parse_memory_limit(s, v, platform.memory_mb),
-        "max_invocations": parse_count,
-        "min_lifetime": parse_seconds,
-        "jitter": parse_jitter,
-        "report_only": parse_bool,
-        "retrying_triggers": parse_retrying,
-        "hard_ceiling": parse_hard_ceiling,
-        "graceful_shutdown": parse_bool,
+        "parse_fd_limit": lambda s, v: parse_fd_limit(s, v, platform.fd_rlimit),
+        "parse_memory_limit": lambda s, v: parse_memory_limit(s, v, platform.memory_mb),
+        "parse_count": parse_count,
+        "parse_seconds": parse_seconds,
+        "parse_jitter": parse_jitter,
+        "parse_bool": parse_bool,
+        "parse_retrying": parse_retrying,
+        "parse_hard_ceiling": parse_hard_ceiling,
     }
-    nullable = ("fd_limit", "memory_limit", "max_invocations")
     unknown = set(overrides) - set(KEYWORDS)
     if unknown:
         raise TypeError(
             f"unknown health guard option(s) {sorted(unknown)}; options are {sorted(KEYWORDS)}"
         )
     values: dict[str, Any] = {}
-    for keyword, parse in parsers.items():
+    for setting in _HEALTH:
+        keyword, parse = str(setting.keyword), parsers[setting.parser]
         if keyword in overrides:
             value = overrides[keyword]
-            if value is None and keyword in nullable:
+            if value is None and setting.activates:  # None turns a limit off
                 continue
             values[keyword] = parse(keyword, value)
             continue
-        raw = environ.get(KEYWORDS[keyword], "")
-        if raw.strip():
-            values[keyword] = parse(KEYWORDS[keyword], raw)
+        raw = env_value(environ, setting.name)
+        if raw is not None:
+            values[keyword] = parse(setting.name, raw)
     return HealthConfig(**values)

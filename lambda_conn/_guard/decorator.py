@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from lambda_conn._guard.config import KEYWORDS
 from lambda_conn._guard.guard import HealthGuard, outer_health_guard
 from lambda_conn._managed import _is_coroutine_function
 from lambda_conn._scope import in_invocation
@@ -127,18 +128,9 @@ def health_guard(
     ``HEALTH_MAX_INVOCATIONS``, the others ``HEALTH_<NAME>``); None turns a limit off. A bad
     value raises ``ConfigurationError`` now, at Init. Outside Lambda it only reports.
     """
-    given = {
-        "fd_limit": fd_limit,
-        "memory_limit": memory_limit,
-        "max_invocations": max_invocations,
-        "min_lifetime": min_lifetime,
-        "jitter": jitter,
-        "report_only": report_only,
-        "retrying_triggers": retrying_triggers,
-        "hard_ceiling": hard_ceiling,
-        "graceful_shutdown": graceful_shutdown,
-    }
-    overrides = {name: value for name, value in given.items() if value is not FROM_ENV}
+    # The keywords are those of the settings table (a test checks this signature matches).
+    given = locals()
+    overrides = {name: given[name] for name in KEYWORDS if given[name] is not FROM_ENV}
     if handler is not None and not callable(handler):
         from lambda_conn._redact import shown
 

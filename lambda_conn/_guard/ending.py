@@ -52,9 +52,9 @@ def end_process(code: int, close_deadline_s: float) -> NoReturn:
     """Close kept connections (bounded), flush, and exit now."""
     closed_in_time = close_reused(close_deadline_s)
     if not closed_in_time:
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
-        log_event(30, "close_deadline_passed", deadline_s=close_deadline_s)
+        log_event(WARNING, "close_deadline_passed", deadline_s=close_deadline_s)
     flush_output()
     _exit(code)
     raise AssertionError("unreachable")  # only when a test replaced _exit

@@ -86,7 +86,7 @@ def register(api: str, name: str = NAME) -> str | None:
     Refusals are expected and harmless: 403 ``Extension.RegistrationClosed`` after the first
     invocation, 404 or a refused connection where there is no Extensions API.
     """
-    from lambda_conn._log import log_event
+    from lambda_conn._log import INFO, log_event
 
     try:
         response = request(
@@ -98,12 +98,12 @@ def register(api: str, name: str = NAME) -> str | None:
             timeout=REGISTER_TIMEOUT_S,
         )
     except (OSError, ValueError, IndexError) as exc:
-        log_event(20, "extension_not_registered", reason=type(exc).__name__, detail=str(exc))
+        log_event(INFO, "extension_not_registered", reason=type(exc).__name__, detail=str(exc))
         return None
     identifier = response.headers.get("lambda-extension-identifier")
     if response.status != 200 or not identifier:
         log_event(
-            20,
+            INFO,
             "extension_not_registered",
             status=response.status,
             reason=_error_type(response.body),

@@ -52,10 +52,10 @@ def _set_up_process(config: HealthConfig, here: Platform, guard: HealthGuard | N
         if guard is not None:
             snapstart.on_restore(guard.restored)
     if guard is not None:
-        from lambda_conn._log import log_event
+        from lambda_conn._log import INFO, log_event
 
         log_event(
-            20,
+            INFO,
             "health_guard_on",
             config=repr(config),
             in_lambda=here.in_lambda,

@@ -181,10 +181,10 @@ class HealthGuard:
         except Exception as exc:
             if not self._failed:  # once: a broken probe must not flood the log
                 self._failed = True
-                from lambda_conn._log import log_event
+                from lambda_conn._log import WARNING, log_event
 
                 log_event(
-                    30, "health_check_failed", error=type(exc).__name__, message=str(exc)[:300]
+                    WARNING, "health_check_failed", error=type(exc).__name__, message=str(exc)[:300]
                 )
             return None
 
@@ -241,10 +241,10 @@ class HealthGuard:
         if self._hook_broken:
             return
         self._hook_broken = True
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
         log_event(
-            30,
+            WARNING,
             "recycle_hook_missed",
             note="a recycle was armed but the runtime's post of the response did not reach "
             "LambdaRuntimeClient.post_invocation_result/_error; the guard only reports now",
@@ -282,10 +282,10 @@ class HealthGuard:
                 1, math.ceil(self.config.max_invocations * (1 - cut))
             )
         if below:
-            from lambda_conn._log import log_event
+            from lambda_conn._log import WARNING, log_event
 
             log_event(
-                30,
+                WARNING,
                 "health_limit_below_baseline",
                 limits=below,
                 note="limit disabled; the hard ceiling still applies",
@@ -334,11 +334,11 @@ class HealthGuard:
             if name in self._unreachable_said or value <= growth.last:
                 continue
             self._unreachable_said.add(name)
-            from lambda_conn._log import log_event
+            from lambda_conn._log import WARNING, log_event
 
             _, context = event_and_context(args)
             log_event(
-                30,
+                WARNING,
                 "health_limit_unreachable",
                 resource=name,
                 jump=value - growth.last,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lambda_conn._log import log_event
+from lambda_conn._log import WARNING, log_event
 
 # Imported with the guard, not at the first report: at the descriptor limit, importing
 # a module (which opens its file) fails with EMFILE.
@@ -19,7 +19,6 @@ from lambda_conn._metrics import put_metric
 
 NAMESPACE = "lambda_conn"
 METRIC = "HealthLimitExceeded"
-WARNING = 30
 
 
 def emit(action: str, fields: dict[str, Any], function_name: str | None, emf: bool) -> None:
@@ -30,51 +29,25 @@ def emit(action: str, fields: dict[str, Any], function_name: str | None, emf: bo
         write_emf(action, fields, function_name)
 
 
-def emf_record(
-    action: str, fields: dict[str, Any], function_name: str | None, now_ms: int
-) -> dict[str, Any]:
-    dimensions = ["FunctionName", "Action"] if function_name else ["Action"]
-    record: dict[str, Any] = {
-        "_aws": {
-            "Timestamp": now_ms,
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [dimensions],
-                    "Metrics": [{"Name": METRIC, "Unit": "Count"}],
-                }
-            ],
-        },
-        "Action": action,
-        METRIC: 1,
-        # Properties, not dimensions: searchable in the log, no extra metric cardinality.
+def metric_parts(
+    action: str, fields: dict[str, Any], function_name: str | None
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The guard metric's dimensions (low cardinality) and properties (searchable only)."""
+    dimensions = (
+        {"FunctionName": function_name, "Action": action} if function_name else {"Action": action}
+    )
+    properties = {
         "Reason": fields.get("reason"),
         "RequestId": fields.get("request_id"),
         "Measured": fields.get("measured"),
         "Limit": fields.get("limit"),
         "Trigger": fields.get("trigger"),
     }
-    if function_name:
-        record["FunctionName"] = function_name
-    return record
+    return dimensions, properties
 
 
 def write_emf(action: str, fields: dict[str, Any], function_name: str | None) -> None:
     """Through Powertools' metrics when the user has them in use, else a plain EMF line
-    (the same record as :func:`emf_record`); never raises."""
-    dimensions = (
-        {"FunctionName": function_name, "Action": action} if function_name else {"Action": action}
-    )
-    put_metric(
-        METRIC,
-        1,
-        namespace=NAMESPACE,
-        dimensions=dimensions,
-        properties={
-            "Reason": fields.get("reason"),
-            "RequestId": fields.get("request_id"),
-            "Measured": fields.get("measured"),
-            "Limit": fields.get("limit"),
-            "Trigger": fields.get("trigger"),
-        },
-    )
+    (``_metrics.emf_record``, the one EMF builder); never raises."""
+    dimensions, properties = metric_parts(action, fields, function_name)
+    put_metric(METRIC, 1, namespace=NAMESPACE, dimensions=dimensions, properties=properties)

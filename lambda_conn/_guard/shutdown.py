@@ -53,9 +53,9 @@ def install_sigterm() -> bool:
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        from lambda_conn._log import log_event
+        from lambda_conn._log import WARNING, log_event
 
-        log_event(30, "sigterm_handler_not_installed", reason="not in the main thread")
+        log_event(WARNING, "sigterm_handler_not_installed", reason="not in the main thread")
         return False
     previous = signal.getsignal(signal.SIGTERM)
     if previous is on_sigterm:
@@ -71,9 +71,9 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
         return
     _handling = True
     closed_in_time = ending.close_reused(CLOSE_DEADLINE_S)
-    from lambda_conn._log import log_event
+    from lambda_conn._log import INFO, log_event
 
-    log_event(20, "sigterm", pid=os.getpid(), closed_in_time=closed_in_time)
+    log_event(INFO, "sigterm", pid=os.getpid(), closed_in_time=closed_in_time)
     code = 0
     previous = _previous
     if callable(previous):

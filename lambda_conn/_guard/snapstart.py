@@ -91,8 +91,12 @@ def _logged(hook: Callable[[], None]) -> Callable[[], None]:
 
 
 def _failed(phase: str, exc: Exception) -> None:
-    from lambda_conn._log import log_event
+    from lambda_conn._log import WARNING, log_event
 
     log_event(
-        30, "snapstart_hook_failed", phase=phase, error=type(exc).__name__, message=str(exc)[:300]
+        WARNING,
+        "snapstart_hook_failed",
+        phase=phase,
+        error=type(exc).__name__,
+        message=str(exc)[:300],
     )

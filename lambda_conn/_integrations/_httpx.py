@@ -6,6 +6,7 @@ so that is what a reused one is probed for.
 
 from __future__ import annotations
 
+from lambda_conn._integrations._light import httpx_closed
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
 from lambda_conn._registry import Integration
@@ -32,10 +33,17 @@ def _httpx_remote(client: Any) -> list[str]:
     return remotes
 
 
+def _close_httpx(client: Any) -> None:
+    try:
+        client.close()
+    finally:
+        httpx_closed(client)
+
+
 HTTPX_CLIENT = Kind(
     "httpx.Client",
     "httpx",
-    close=lambda c: c.close(),
+    close=_close_httpx,
     is_open=_httpx_is_open,
     remote=_httpx_remote,
     alive=lambda client: not client.is_closed,
@@ -43,7 +51,10 @@ HTTPX_CLIENT = Kind(
 
 
 async def _aclose_httpx(client: Any) -> None:
-    await client.aclose()
+    try:
+        await client.aclose()
+    finally:
+        httpx_closed(client)
 
 
 HTTPX_ASYNC_CLIENT = Kind(

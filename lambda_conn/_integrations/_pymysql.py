@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lambda_conn._integrations._light import pymysql_closed
 from lambda_conn._integrations._returned_db import cut, unread_result
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 def _close(conn: Any) -> None:
     if conn._sock is None:
+        pymysql_closed(conn)  # closed by the handler: still lighten what it keeps
         return
     unread = unread_result(conn)  # an SSCursor still reading: it must fail clearly
     try:
@@ -26,6 +28,7 @@ def _close(conn: Any) -> None:
             conn._force_close()
         if unread:
             cut(conn)
+        pymysql_closed(conn)
 
 
 def _is_open(conn: Any) -> bool:

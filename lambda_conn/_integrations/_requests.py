@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from lambda_conn._integrations._track import tracker
 from lambda_conn._integrations._urllib3 import (
-    close_pools,
+    _CONNS,
+    close_open,
     pool_manager_is_open,
     pool_manager_remote,
-    pools_of,
 )
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._registry import Integration
@@ -22,28 +22,48 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+_SHUT = "_lambda_conn_shut"  # set by a close that left nothing open; read once, by is_open
+
+
 def _managers_of(session: Any) -> list[Any]:
     managers = []
     for adapter in session.adapters.values():
-        if getattr(adapter, "poolmanager", None) is not None:
-            managers.append(adapter.poolmanager)
-        managers.extend(getattr(adapter, "proxy_manager", {}).values())
+        attrs = adapter.__dict__
+        manager = attrs.get("poolmanager")
+        if manager is not None:
+            managers.append(manager)
+        proxies = attrs.get("proxy_manager")
+        if proxies:
+            managers.extend(proxies.values())
     return managers
 
 
 def _close_session(session: Any) -> None:
-    pools = [pool for manager in _managers_of(session) for pool in pools_of(manager)]
-    try:
-        session.close()  # clears the managers: take their pools first
-    finally:
-        close_pools(pools)
+    session.close()  # clears the managers, closing their pools' idle connections
+    # Then the connections still out with an unread response. The managers stay on their
+    # adapters; no list is built: a scope's close should cost about what close() does.
+    for adapter in session.adapters.values():
+        attrs = adapter.__dict__
+        manager = attrs.get("poolmanager")
+        if manager is not None and manager.__dict__.get(_CONNS):
+            close_open(manager.__dict__[_CONNS])
+        for proxy in (attrs.get("proxy_manager") or {}).values():
+            close_open(proxy.__dict__.get(_CONNS))
+    session.__dict__[_SHUT] = True  # all succeeded: nothing of it is open
+
+
+def _session_is_open(session: Any) -> bool:
+    """Asked right after the close: a close that succeeded answers without a second walk."""
+    if session.__dict__.pop(_SHUT, False):
+        return False
+    return any(pool_manager_is_open(m) for m in _managers_of(session))
 
 
 REQUESTS_SESSION = Kind(
     "requests.Session",
     "requests",
     close=_close_session,
-    is_open=lambda session: any(pool_manager_is_open(m) for m in _managers_of(session)),
+    is_open=_session_is_open,
     remote=lambda session: [r for m in _managers_of(session) for r in pool_manager_remote(m)],
     alive=reconnects,
 )
@@ -53,7 +73,9 @@ def patch_requests(requests: ModuleType) -> None:
     import wrapt
     from requests import sessions as module
 
-    wrapt.wrap_function_wrapper(module, "Session.__init__", tracker("requests", REQUESTS_SESSION))
+    # Tracked once: its adapters' PoolManagers are closed through the Session.
+    track = tracker("requests", REQUESTS_SESSION, whole=True)
+    wrapt.wrap_function_wrapper(module, "Session.__init__", track)
     register_kind(module.Session, REQUESTS_SESSION)
 
 

@@ -37,10 +37,10 @@ def cut(conn: Any) -> None:
     result = conn._result
     result.__class__ = subclass(type(result), "cut", _cut_methods)
     result.__dict__[_WHAT] = f"unbuffered PyMySQL result from {conn.host}:{conn.port}"
-    from lambda_conn._log import log_event
+    from lambda_conn._log import WARNING, log_event
 
     log_event(
-        30,
+        WARNING,
         "closed_under_returned_object",
         kind="pymysql unbuffered result",
         remote=[f"{conn.host}:{conn.port}"],
@@ -137,15 +137,14 @@ def sqlalchemy_result(result: Any) -> Need | None:
 def _hold_sqlalchemy(scope: Scope, result: Any, conn: Any) -> Hold | None:
     if conn not in scope:
         return None
-    from lambda_conn._integrations._sqlalchemy import CONNECTION
+    from lambda_conn._integrations._sqlalchemy import CONNECTION, _OwnedPool
 
     scope.forget(conn)
     record = getattr(conn._dbapi_connection, "_connection_record", None)
-    for owned in tracked(scope):  # the Engine's bookkeeping would invalidate it
-        checked_out = getattr(owned, "checked_out", None)
-        if isinstance(checked_out, dict):
-            checked_out.pop(id(record), None)
     dbapi = getattr(conn._dbapi_connection, "dbapi_connection", None)
+    for owned in tracked(scope):  # the Engine's bookkeeping would invalidate it
+        if isinstance(owned, _OwnedPool):
+            owned.hand_over(record, dbapi)
 
     def close(cut_now: bool) -> None:
         unread = cut_now and dbapi is not None and _is_pymysql(dbapi) and unread_result(dbapi)

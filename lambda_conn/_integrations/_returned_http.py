@@ -1,9 +1,9 @@
 """Streamed HTTP responses returned from a scope (see ``lambda_conn._returned``), and the
 clear error for one the scope had to cut.
 
-requests and urllib3: the response's connection leaves its pool's bookkeeping, so closing
-the pool (with the Session or PoolManager) spares it; once its pool is closed, urllib3
-closes the connection itself when the body has been read or the response closed. httpx: the
+requests and urllib3: the response's connection leaves its pool's and PoolManager's
+bookkeeping, so closing the Session or PoolManager spares it, and its pool is closed, so
+urllib3 closes the connection itself once the body has been read or the response closed. httpx: the
 response's Client leaves the scope and is closed when the response is.
 """
 
@@ -41,24 +41,41 @@ def _urllib3_need(response: Any, name: str) -> Need | None:
     conn, pool = getattr(response, "_connection", None), getattr(response, "_pool", None)
     if conn is None or pool is None or conn.sock is None:
         return None  # preloaded, read in full, or released: nothing to keep
-    return response, lambda scope: _hold_connection(pool, conn, name)
+    return response, lambda scope: _hold_connection(scope, pool, conn, name)
 
 
-def _hold_connection(pool: Any, conn: Any, name: str) -> Hold | None:
-    from lambda_conn._integrations._urllib3 import _CONNS  # every connection a pool made
+def _hold_connection(scope: Scope, pool: Any, conn: Any, name: str) -> Hold | None:
+    from lambda_conn._integrations._urllib3 import _CONNS, _MANAGER_CONNS
 
-    conns = pool.__dict__.get(_CONNS)
-    if conns is None or conn not in conns:
+    # The books of every connection a pool (and its PoolManager) made, which closing
+    # the pool, manager or Session closes; one of them belongs to what this scope closes,
+    # or the connection is not the scope's (a module-level Session's).
+    books = [pool.__dict__.get(_CONNS), pool.__dict__.get(_MANAGER_CONNS)]
+    books = [book for book in books if book is not None and conn in book]
+    owned = {id(book) for owner in tracked(scope) for book in _books_of(owner, _CONNS)}
+    if not any(id(book) in owned for book in books):
         return None
-    conns.discard(conn)  # closing the pool now spares it
+    for book in books:
+        book.discard(conn)  # closing the pool, manager or Session now spares it
+    # Closed pools close what is released into them: so the connection closes once the
+    # response is read to the end or closed (urllib3 2 PoolManager.clear() closes no pool).
+    pool.close()
+    return Hold(
+        name,
+        lambda cut: close_connection(conn, cut=cut),
+        lambda: conn.sock is not None,
+        [f"{pool.host}:{pool.port}"],
+    )
 
-    def close(cut: bool) -> None:
-        if pool.pool is None:  # its pool is closed: nobody else closes it
-            close_connection(conn, cut=cut)
-        else:  # a pool that outlives the scope (module level): the pool's again
-            conns.add(conn)
 
-    return Hold(name, close, lambda: conn.sock is not None, [f"{pool.host}:{pool.port}"])
+def _books_of(owner: Any, attr: str) -> list[Any]:
+    """The connection books of a tracked pool, PoolManager or requests Session."""
+    books = [getattr(owner, "__dict__", {}).get(attr)]
+    if isinstance(getattr(owner, "adapters", None), dict):  # a requests Session
+        from lambda_conn._integrations._requests import _managers_of
+
+        books.extend(manager.__dict__.get(attr) for manager in _managers_of(owner))
+    return [book for book in books if book is not None]
 
 
 def close_connection(conn: Any, *, cut: bool = True) -> None:
@@ -106,9 +123,9 @@ class _Cut:
 
 
 def _log_cut(kind: str, remote: str) -> None:
-    from lambda_conn._log import log_event
+    from lambda_conn._log import WARNING, log_event
 
-    log_event(30, "closed_under_returned_object", kind=kind, remote=[remote])
+    log_event(WARNING, "closed_under_returned_object", kind=kind, remote=[remote])
 
 
 # --------------------------------------------------------------------------- httpx
@@ -140,12 +157,18 @@ def _hold_client(scope: Scope, response: Any, pool: Any) -> Hold | None:
     url = response.url
     hold = Hold(
         "httpx.Response",
-        lambda cut: client.close(),
+        lambda cut: _close_client(client),
         lambda: not client.is_closed,
         [f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"],
     )
     response.stream = _releasing_stream()(response.stream, hold)
     return hold
+
+
+def _close_client(client: Any) -> None:
+    from lambda_conn._integrations._httpx import HTTPX_CLIENT
+
+    HTTPX_CLIENT.close(client)  # type: ignore[misc]
 
 
 @functools.cache

@@ -87,6 +87,12 @@ class _OwnedPool:
     def on_connect(self, dbapi_conn: Any, record: Any) -> None:
         self.made[id(dbapi_conn)] = dbapi_conn
 
+    def hand_over(self, record: Any, dbapi_conn: Any) -> None:
+        """A returned streamed result takes this checked-out connection with it: no longer
+        this pool's to invalidate or report (lambda_conn._returned)."""
+        self.checked_out.pop(id(record), None)
+        self.made.pop(id(dbapi_conn), None)
+
     def on_engine_disposed(self, engine: Any) -> None:
         # The old pool closed its idle connections; what is checked out of it comes back
         # to it and is closed when the scope disposes it. Follow the new one too.

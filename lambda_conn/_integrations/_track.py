@@ -3,23 +3,47 @@
 from __future__ import annotations
 
 from lambda_conn._kinds import Kind
-from lambda_conn._scope import _current
+from lambda_conn._scope import _current, untracked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 
-def tracker(client: str, kind: Kind, *, own: Any = None) -> Any:
+def tracker(client: str, kind: Kind, *, own: Any = None, whole: bool = False) -> Any:
     """A wrapt wrapper that registers each new instance in the current scope.
 
     ``own`` turns the instance into what the scope holds (for objects that need bookkeeping).
+    ``whole``: what the constructor builds inside (a Session's pool managers, a client's
+    connection pool) is not tracked on its own: the object the user created is tracked once
+    and its ``kind`` closes those internals through it.
     """
 
     def track(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        wrapped(*args, **kwargs)  # a constructor that fails raises here: nothing to track
         scope = _current.get()
+        if whole and scope is not None:
+            with untracked():
+                wrapped(*args, **kwargs)
+        else:
+            wrapped(*args, **kwargs)  # a constructor that fails raises here: nothing to track
         if scope is not None and scope.tracks(client):
             scope.register(instance if own is None else own(instance), kind)
+
+    return track
+
+
+def result_tracker(client: str, kind: Kind) -> Any:
+    """A wrapt wrapper for a factory (``boto3.client``, ``Redis.from_url``): what it builds
+    inside is not tracked on its own; the object it returns is, once."""
+
+    def track(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        scope = _current.get()
+        if scope is None:
+            return wrapped(*args, **kwargs)
+        with untracked():
+            obj = wrapped(*args, **kwargs)
+        if scope.tracks(client):
+            scope.register(obj, kind)
+        return obj
 
     return track

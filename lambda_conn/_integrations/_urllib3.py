@@ -22,20 +22,44 @@ if TYPE_CHECKING:
 # urllib3 2.x PoolManager.clear() only drops its pools (they close when collected), and a
 # pool does not know the connections it has handed out (an unread streamed response holds
 # one). So each pool remembers every connection it makes, and closing closes them all.
+# A pool a PoolManager made also records them in its manager's set, so closing a manager
+# (or a requests Session) finds them without walking its pools.
 _CONNS = "_lambda_conn_connections"
+_MANAGER_CONNS = "_lambda_conn_manager_connections"
+
+
+def connections_of(owner: Any) -> Any:
+    """The WeakSet of connections a pool or a PoolManager has made (created on first use)."""
+    conns = owner.__dict__.get(_CONNS)
+    if conns is None:
+        import weakref
+
+        conns = owner.__dict__[_CONNS] = weakref.WeakSet()
+    return conns
 
 
 def _remember_connection(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     conn = wrapped(*args, **kwargs)
-    conns = instance.__dict__.get(_CONNS)
-    if conns is None:
-        import weakref
-
-        conns = instance.__dict__[_CONNS] = weakref.WeakSet()
-    conns.add(conn)
+    connections_of(instance).add(conn)
+    manager_conns = instance.__dict__.get(_MANAGER_CONNS)
+    if manager_conns is not None:
+        manager_conns.add(conn)
     return conn
+
+
+def close_open(conns: Any) -> None:
+    """Close the connections of ``conns`` that still hold a socket (lent to a response)."""
+    errors = []
+    for conn in list(conns or ()):
+        if conn.sock is not None:
+            try:
+                close_connection(conn)
+            except Exception as exc:
+                errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def close_pool(pool: Any) -> None:
@@ -56,9 +80,8 @@ def pools_of(manager: Any) -> list[Any]:
 
 
 def _close_pool_manager(manager: Any) -> None:
-    pools = pools_of(manager)
-    manager.clear()
-    close_pools(pools)
+    manager.clear()  # closes its pools' idle connections
+    close_open(manager.__dict__.get(_CONNS))  # and the ones out with a response
 
 
 def close_pools(pools: list[Any]) -> None:
@@ -73,7 +96,7 @@ def close_pools(pools: list[Any]) -> None:
 
 
 def pool_manager_is_open(manager: Any) -> bool:
-    return any(pool_is_open(pool) for pool in pools_of(manager))
+    return any(conn.sock is not None for conn in manager.__dict__.get(_CONNS, ()))
 
 
 def _pool_remote(pool: Any) -> str:
@@ -98,8 +121,10 @@ POOL_MANAGER = Kind(
 def _new_pool_untracked(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    with untracked():
-        return wrapped(*args, **kwargs)
+    with untracked():  # the manager's pool, not the scope's
+        pool = wrapped(*args, **kwargs)
+    pool.__dict__[_MANAGER_CONNS] = connections_of(instance)
+    return pool
 
 
 CONNECTION_POOL = Kind(

@@ -39,8 +39,10 @@ _REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")  # Lambda sets AWS_REGI
 def resolve_region(region: str | None) -> str:
     """``region``, else the environment's (Lambda sets ``AWS_REGION``)."""
     if region is None:
+        from lambda_conn._settings import env_value
+
         for name in _REGION_VARIABLES:
-            region = os.environ.get(name) or None
+            region = env_value(os.environ, name)
             if region:
                 break
     if not isinstance(region, str) or not region:

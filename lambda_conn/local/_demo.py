@@ -17,17 +17,18 @@ from typing import IO, Any
 
 from lambda_conn.local._plot import render_svg, rss_mb
 from lambda_conn.local._progress import ProgressBar
+from lambda_conn.local._report import format_failures
 from lambda_conn.local._soak import SoakReport, soak
 
 CASES: tuple[tuple[str, str, dict[str, str]], ...] = (
-    ("1. leaky, unprotected", "lambda_conn._demo_handlers.unprotected", {}),
-    ("2. leaky, @managed_connection", "lambda_conn._demo_handlers.protected", {}),
+    ("1. leaky, unprotected", "lambda_conn.local._demo_handlers.unprotected", {}),
+    ("2. leaky, @managed_connection", "lambda_conn.local._demo_handlers.protected", {}),
     # The demo compresses hours into seconds, so the guard's minimum lifetime (60 s by
     # default, against recycling a young container) is switched off; its 90% hard ceiling
     # would otherwise be the only trigger here.
     (
         "3. third-party leak, FD_HEALTH_LIMIT=50%",
-        "lambda_conn._demo_handlers.third_party_leak",
+        "lambda_conn.local._demo_handlers.third_party_leak",
         {"FD_HEALTH_LIMIT": "50%", "HEALTH_MIN_LIFETIME": "0"},
     ),
 )
@@ -37,9 +38,10 @@ def run_demo(
     *,
     dsn: str | None = None,
     invocations: int = 1500,
-    plot: str | None = "lambda-conn-demo.svg",
+    plot: str | None = None,
     json_path: str | None = None,
     out: IO[str] = sys.stdout,
+    quiet: bool = False,
 ) -> int:
     """Soak the three handlers and print the comparison. Returns the exit status."""
     with contextlib.ExitStack() as stack:
@@ -56,8 +58,9 @@ def run_demo(
         reports: list[tuple[str, SoakReport]] = []
         started = time.perf_counter()
         for title, handler, extra_env in CASES:
-            print(f"{title} ({handler})", file=sys.stderr)
-            bar = ProgressBar(invocations)
+            if not quiet:
+                print(f"{title} ({handler})", file=sys.stderr)
+            bar = ProgressBar(invocations, quiet=quiet)
             peak_sessions = [0]
 
             def progress(
@@ -81,13 +84,9 @@ def run_demo(
         elapsed = time.perf_counter() - started
     print(_table(rows), file=out)
     for title, report in reports:
-        first = next((r for r in report.records if not r.ok), None)
-        if first is not None:
-            print(
-                f"\n{title}: first failure at invocation {first.index + 1}: "
-                f"{first.error_type}: {first.error_message}",
-                file=out,
-            )
+        failures = format_failures(report.summary)
+        if failures:
+            print(f"\n{title}: {failures}", file=out)
     print(f"\n{3 * invocations} invocations in {elapsed:.1f} s.", file=out)
     if plot:
         write_plot_comparison(reports, plot)
@@ -106,8 +105,8 @@ def run_demo(
 
 def _reachable(dsn: str, out: IO[str]) -> bool:
     """A real server given with --dsn answers SELECT 1 before 4,500 invocations try it."""
-    from lambda_conn._demo_handlers import connect_dsn
     from lambda_conn._redact import redact
+    from lambda_conn.local._demo_handlers import connect_dsn
 
     try:
         conn = connect_dsn(dsn)

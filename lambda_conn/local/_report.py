@@ -12,7 +12,9 @@ from typing import Any
 from lambda_conn.local._constants import FD_LIMIT
 from lambda_conn.local._records import InvocationRecord
 
-__all__ = ["SoakSummary", "format_table", "percentile", "summarize"]
+__all__ = ["SoakSummary", "format_failures", "format_table", "percentile", "summarize"]
+
+_MESSAGE_CHARS = 300  # of a failure message under the table (all of it is in --json)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class SoakSummary:
     response_p99_ms: float | None
     peak_fds: int | None
     peak_rss_bytes: int | None
+    #: For each failure type, its first occurrence: ``{"invocation": n, "message": ...}``
+    #: (``n`` counts from 1), so the useful message is never only in the JSON.
+    first_failures: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -54,6 +59,11 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
 
 def summarize(records: Sequence[InvocationRecord]) -> SoakSummary:
     failures = Counter(r.error_type or r.outcome for r in records if not r.ok)
+    first_failures: dict[str, dict[str, Any]] = {}
+    for r in records:
+        kind = r.error_type or r.outcome
+        if not r.ok and kind not in first_failures:
+            first_failures[kind] = {"invocation": r.index + 1, "message": r.error_message}
     durations = [r.duration_ms for r in records]
     responses = [r.response_ms for r in records if r.response_ms is not None]
     fds = [r.fd_count for r in records if r.fd_count is not None]
@@ -72,6 +82,7 @@ def summarize(records: Sequence[InvocationRecord]) -> SoakSummary:
         response_p99_ms=percentile(responses, 99),
         peak_fds=max(fds, default=None),
         peak_rss_bytes=max(rss, default=None),
+        first_failures=first_failures,
     )
 
 
@@ -80,9 +91,14 @@ def _ms(value: float | None) -> str:
 
 
 def format_table(
-    summary: SoakSummary, *, rate: float | None = None, memory_mb: int | None = None
+    summary: SoakSummary,
+    *,
+    rate: float | None = None,
+    memory_mb: int | None = None,
+    heading: Sequence[str] = (),
 ) -> str:
-    """A two-column table for a terminal; failures are broken down by error type."""
+    """A two-column table for a terminal, under ``heading`` (what was soaked, and how);
+    failures are broken down by error type, and the first message of each type follows."""
     rows: list[tuple[str, str]] = [
         ("invocations", str(summary.invocations)),
         ("succeeded", str(summary.succeeded)),
@@ -115,4 +131,16 @@ def format_table(
     value_width = max(len(value) for _, value in rows)
     line = "-" * (width + value_width + 3)
     body = [f"{name:<{width}}   {value:>{value_width}}" for name, value in rows]
-    return "\n".join([line, *body, line])
+    failures = format_failures(summary)
+    return "\n".join([*heading, line, *body, line, *([failures] if failures else [])])
+
+
+def format_failures(summary: SoakSummary) -> str:
+    """The first message of each failure type, one line each (empty when none failed)."""
+    lines = []
+    for kind, first in summary.first_failures.items():
+        message = " ".join(str(first["message"] or "(no message)").split())
+        if len(message) > _MESSAGE_CHARS:
+            message = message[: _MESSAGE_CHARS - 3] + "..."
+        lines.append(f"  {kind} (first at invocation {first['invocation']}): {message}")
+    return "\n".join(["first failure of each type:", *lines]) if lines else ""

@@ -47,7 +47,22 @@ def test_demo_shows_the_three_outcomes(tmp_path: Path) -> None:
     assert max(r["fd_count"] for r in guarded) <= 512
 
     assert "Too many open files" in out.stdout
+    assert f"Plot of descriptors and memory per invocation: {tmp_path / 'demo.svg'}" in out.stdout
     assert (tmp_path / "demo.svg").read_text().startswith("<svg")
+
+
+def test_demo_writes_no_plot_unless_asked_and_quiet_prints_no_progress(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "lambda_conn.cli", "demo", "-n", "3", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []  # no lambda-conn-demo.svg dropped in the cwd
+    assert "Plot of" not in out.stdout
+    assert out.stderr == ""
 
 
 def test_demo_refuses_a_dsn_it_cannot_query_without_showing_the_password(tmp_path: Path) -> None:

@@ -14,11 +14,19 @@ import pytest
 pytestmark = pytest.mark.timeout(120)
 
 HANDLERS = """
+    import time
+
     def ok(event, context):
         return {"got": event}
 
     def boom(event, context):
         raise ValueError("boom")
+
+    def slow(event, context):
+        time.sleep(5)
+
+    def not_json(event, context):
+        return {1, 2}
 """
 
 
@@ -55,7 +63,11 @@ def test_soak_all_ok_exits_0_and_writes_json_and_svg(write_handler, tmp_path):
         cwd=root,
     )
     assert result.returncode == 0, result.stderr
-    # the table on stdout, the progress bar on stderr
+    # the table on stdout, headed by the handler and its settings; progress on stderr
+    assert result.stdout.splitlines()[:2] == [
+        f"lambda-conn soak app:ok (task root {root})",
+        "20 invocations, memory 128 MB, timeout 3 s, event event.json, env A",
+    ]
     for row in (
         "invocations",
         "succeeded",
@@ -66,7 +78,9 @@ def test_soak_all_ok_exits_0_and_writes_json_and_svg(write_handler, tmp_path):
         "peak memory",
     ):
         assert row in result.stdout
-    assert "\r[" in result.stderr and "20/20" in result.stderr
+    # stderr is not a terminal here: plain lines, never a carriage-return bar
+    assert "\r" not in result.stderr
+    assert "progress: 100% 20/20  0 failed" in result.stderr
     data = json.loads((tmp_path / "out.json").read_text())
     assert data["summary"]["invocations"] == 20 and data["summary"]["failed"] == 0
     assert data["summary"]["cold_starts"] == 1
@@ -177,6 +191,89 @@ def test_a_handler_that_cannot_init_stops_the_soak_early(write_handler, tmp_path
     assert "Runtime.HandlerNotFound" in result.stderr
     data = json.loads((tmp_path / "out.json").read_text())
     assert data["summary"]["invocations"] == 10 and data["stopped_early"]
+
+
+@pytest.mark.parametrize(
+    ("handler", "options", "first_failure"),
+    [
+        ("app.boom", [], "ValueError (first at invocation 1): boom"),
+        ("app.slow", ["--timeout", "0.5"], "Sandbox.Timedout (first at invocation 1): "),
+        (
+            "app.not_json",
+            [],
+            "Runtime.MarshalError (first at invocation 1): Unable to marshal response: "
+            "Object of type set is not JSON serializable",
+        ),
+        (
+            "app.nofunc",
+            [],
+            "Runtime.HandlerNotFound (first at invocation 1): Handler 'nofunc' missing on "
+            "module 'app'",
+        ),
+    ],
+    ids=["exception", "timeout", "not-json", "init-failure"],
+)
+def test_the_first_message_of_each_failure_type_is_printed_under_the_table(
+    write_handler, handler, options, first_failure
+):
+    root = write_handler("app", HANDLERS)
+    result = run("soak", handler, "-n", "2", *options, cwd=root)
+    assert result.returncode == 1
+    table_end = result.stdout.rindex("-----")
+    under = result.stdout[table_end:].splitlines()[1:]
+    assert under[0] == "first failure of each type:"
+    assert under[1].startswith("  " + first_failure), under
+    if handler == "app.slow":
+        assert "Task timed out after 0.50 seconds" in under[1]
+
+
+def test_progress_on_a_terminal_is_a_bar_and_quiet_prints_none(write_handler):
+    import os
+    import pty
+
+    root = write_handler("app", HANDLERS)
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [*_cli(), "soak", "app.ok", "-n", "5"],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=100,
+            check=False,
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert done.returncode == 0
+    terminal = b"".join(chunks).decode()
+    assert "\r[" in terminal and "5/5" in terminal and "progress:" not in terminal
+
+    quiet = run("soak", "app.ok", "-n", "5", "--quiet", cwd=root)
+    assert quiet.returncode == 0 and "invocations" in quiet.stdout
+    assert quiet.stderr == ""
+
+
+def test_help_defines_duration_and_response_and_the_exit_status(tmp_path):
+    soak_help = run("soak", "--help", cwd=tmp_path).stdout
+    assert "duration  from sending the invoke until the runtime, and every extension" in soak_help
+    assert "response  from sending the invoke until the caller had its answer" in soak_help
+    assert "exit status: 0 when every invocation succeeded" in soak_help
+    demo_help = run("demo", "--help", cwd=tmp_path).stdout
+    assert "exit status: 0 when the protected rows (2 and 3) had no failed request" in demo_help
+    assert "(default: none)" in demo_help
 
 
 def test_version_prints_the_package_version(tmp_path):

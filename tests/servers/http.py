@@ -198,6 +198,15 @@ class CountingHTTPServer(ClosingServer):
                 return count
             time.sleep(0.005)
 
+    def drop_connections(self) -> None:
+        """End every open connection from the server's side (a restart, an idle timeout)."""
+        with self._lock:
+            conns = list(self._open)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self.wait_open(0)
+
     def _count_request(self) -> None:
         with self._lock:
             self._requests += 1
