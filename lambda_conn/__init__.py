@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from lambda_conn._guard.factory import enable_graceful_shutdown
     from lambda_conn._kinds import Kind, reconnects
     from lambda_conn._liveness import connection_alive, socket_idle_and_open
+    from lambda_conn._pinning import enable_pinning_check
     from lambda_conn._rds.connector import ConnectError, RDSConnector, ReusedRDSConnection
     from lambda_conn._rds.deadline import Deadline, Timeouts
     from lambda_conn._rds.iam import IAMTokenProvider
@@ -62,6 +63,7 @@ __all__ = [
     "connection_alive",
     "current_scope",
     "enable_graceful_shutdown",
+    "enable_pinning_check",
     "health_guard",
     "managed_connection",
     "reconnects",
@@ -92,6 +94,7 @@ _LAZY = {
     "connect_mysql": "lambda_conn._tls",
     "tls_context": "lambda_conn._tls",
     "connection_alive": "lambda_conn._liveness",
+    "enable_pinning_check": "lambda_conn._pinning",
     "socket_idle_and_open": "lambda_conn._liveness",
     "Integration": "lambda_conn._registry",
     "register_client": "lambda_conn._registry",

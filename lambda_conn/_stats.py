@@ -13,6 +13,7 @@ class Counters:
         "leaked",
         "leaked_descriptors",
         "opened_after_scope_closed",
+        "pinning",
         "rollbacks",
     )
 
@@ -24,6 +25,7 @@ class Counters:
         self.leaked_descriptors = 0
         self.opened_after_scope_closed = 0
         self.rollbacks = 0
+        self.pinning = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -34,6 +36,7 @@ class Counters:
             "leaked_descriptors": self.leaked_descriptors,
             "opened_after_scope_closed": self.opened_after_scope_closed,
             "rollbacks": self.rollbacks,
+            "pinning": self.pinning,
         }
 
 
@@ -44,5 +47,6 @@ def stats() -> dict[str, int]:
     """Counters since the container started: invocations, connections closed, close errors,
     connections leaked (still open after cleanup), descriptors left open (audit only),
     connections opened from the context of an invocation that had ended (not tracked),
-    transactions a reused connection left open that were rolled back."""
+    transactions a reused connection left open that were rolled back, statement classes
+    that pin an RDS Proxy connection (with the pinning check on; once per connection)."""
     return counters.snapshot()

@@ -7,6 +7,7 @@ user imports a client we patch, whether before or after lambda_conn.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -45,6 +46,10 @@ def install() -> None:
         sys.meta_path.insert(0, _PostImportFinder())
         _registry._on_register.append(_hook_integration)
         _installed = True
+    if os.environ.get("LAMBDA_CONN_PINNING_CHECK"):  # opt-in: nothing is wrapped without it
+        from lambda_conn._pinning import enable_from_environment
+
+        enable_from_environment()
 
 
 def _hook(name: str) -> None:

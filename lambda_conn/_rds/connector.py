@@ -148,6 +148,7 @@ class RDSConnector:
         "engine",
         "host",
         "margin",
+        "pinning_check",
         "port",
         "proxy",
         "resume_tls",
@@ -176,6 +177,7 @@ class RDSConnector:
         verify: bool | None = None,
         resume_tls: bool = True,
         proxy: bool | None = None,
+        pinning_check: bool = False,
         retry: Retry | None = None,
         timeouts: Timeouts | None = None,
         margin: float = DEFAULT_MARGIN,
@@ -217,6 +219,13 @@ class RDSConnector:
         if proxy is not None and not isinstance(proxy, bool):
             raise ConfigurationError("proxy", proxy, "True, False or None (from host)")
         self.proxy = behind_proxy(host) if proxy is None else proxy
+        if not isinstance(pinning_check, bool):
+            raise ConfigurationError("pinning_check", _shown(pinning_check), "True or False")
+        self.pinning_check = pinning_check
+        if pinning_check:
+            from lambda_conn._pinning import enable_pinning_check
+
+            enable_pinning_check()
         self.retry = _typed("retry", retry, Retry, Retry())
         self.timeouts = _typed("timeouts", timeouts, Timeouts, Timeouts())
         self.margin = seconds("margin", margin)
@@ -382,6 +391,10 @@ class RDSConnector:
                 tls = ResumingTLS(self._ssl, self.host, self.port)  # never holds a session
         conn = self._engine.attempt(self, limits, self._credential(), tls)
         self._engine.apply_timeouts(conn, limits)
+        if self.pinning_check:
+            from lambda_conn._pinning import watch
+
+            watch(conn)
         return conn
 
     def _credential(self) -> str | None:

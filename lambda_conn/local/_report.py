@@ -43,6 +43,10 @@ class SoakSummary:
     #: For each failure type, its first occurrence: ``{"invocation": n, "message": ...}``
     #: (``n`` counts from 1), so the useful message is never only in the JSON.
     first_failures: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: ``rds_proxy_pinning`` lines in the function's output (LAMBDA_CONN_PINNING_CHECK=1),
+    #: in all and per statement class.
+    pinning: int = 0
+    pinning_classes: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -57,7 +61,9 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     return ordered[rank - 1]
 
 
-def summarize(records: Sequence[InvocationRecord]) -> SoakSummary:
+def summarize(
+    records: Sequence[InvocationRecord], pinning: dict[str, int] | None = None
+) -> SoakSummary:
     failures = Counter(r.error_type or r.outcome for r in records if not r.ok)
     first_failures: dict[str, dict[str, Any]] = {}
     for r in records:
@@ -83,6 +89,8 @@ def summarize(records: Sequence[InvocationRecord]) -> SoakSummary:
         peak_fds=max(fds, default=None),
         peak_rss_bytes=max(rss, default=None),
         first_failures=first_failures,
+        pinning=sum((pinning or {}).values()),
+        pinning_classes=dict(pinning or {}),
     )
 
 
@@ -124,7 +132,9 @@ def format_table(
             if peak_mb is None
             else f"{peak_mb:.1f} MB" + (f" / {memory_mb} MB" if memory_mb else ""),
         ),
+        ("RDS Proxy pinning (logged)", str(summary.pinning)),
     ]
+    rows += [(f"  {kind}", str(count)) for kind, count in summary.pinning_classes.items()]
     if rate is not None:
         rows.append(("throughput", f"{rate:.0f} invocations/s"))
     width = max(len(name) for name, _ in rows)

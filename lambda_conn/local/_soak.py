@@ -15,6 +15,7 @@ from typing import Any
 
 from lambda_conn.local._environment import Output
 from lambda_conn.local._lambda import LocalLambda
+from lambda_conn.local._logtap import LogTap
 from lambda_conn.local._records import InvocationRecord, ShutdownRecord
 from lambda_conn.local._report import SoakSummary, summarize
 
@@ -35,10 +36,12 @@ class SoakReport:
     shutdowns: list[ShutdownRecord]
     #: Why the soak ended before ``n`` invocations (None: it ran them all).
     stopped_early: str | None = None
+    #: ``rds_proxy_pinning`` lines the function logged, per statement class.
+    pinning: dict[str, int] = field(default_factory=dict)
     summary: SoakSummary = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "summary", summarize(self.records))
+        object.__setattr__(self, "summary", summarize(self.records, self.pinning))
 
     @property
     def rate(self) -> float:
@@ -98,14 +101,18 @@ def soak(
             "integer or None"
         )
     stopped: str | None = None
-    with LocalLambda(
-        handler,
-        handler_dir=handler_dir,
-        memory_mb=memory_mb,
-        timeout_s=timeout_s,
-        env=env,
-        output=output,
-    ) as fn:
+    # The function's output passes through a tap that counts the events the summary shows.
+    with (
+        LogTap(output) as tap,
+        LocalLambda(
+            handler,
+            handler_dir=handler_dir,
+            memory_mb=memory_mb,
+            timeout_s=timeout_s,
+            env=env,
+            output=tap.fd,
+        ) as fn,
+    ):
         records = fn.records
         init_failures = 0
         start = time.perf_counter()
@@ -134,6 +141,7 @@ def soak(
         records=list(records),
         shutdowns=list(fn.shutdowns),
         stopped_early=stopped,
+        pinning=dict(tap.classes["rds_proxy_pinning"]),
     )
     if stopped == "interrupted":
         raise SoakInterrupted(report)
