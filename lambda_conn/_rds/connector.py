@@ -220,7 +220,7 @@ class RDSConnector:
             raise ConfigurationError("proxy", proxy, "True, False or None (from host)")
         self.proxy = behind_proxy(host) if proxy is None else proxy
         if not isinstance(pinning_check, bool):
-            raise ConfigurationError("pinning_check", _shown(pinning_check), "True or False")
+            raise ConfigurationError("pinning_check", pinning_check, "True or False")
         self.pinning_check = pinning_check
         if pinning_check:
             from lambda_conn._pinning import enable_pinning_check
