@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from _common import each_call_us, p99, per_call_us, table
+from bench_postgres import CLASSIFY_TITLE, PG_CONNECT_TITLE, PINNING_TITLE, RESUME_TITLE
 
 HERE = Path(__file__).resolve().parent
 
@@ -143,19 +144,20 @@ class Target:
             return {"ssl_ca": self.ca, "ssl_verify_cert": True, "ssl_verify_identity": True}
         return {"ssl": {"ca": self.ca} if self.ca else {"check_hostname": False}}
 
-    def connector(self) -> Any:
+    def connector(self, **overrides: Any) -> Any:
         from lambda_conn._rds.connector import RDSConnector
 
-        return RDSConnector(
-            self.host,
-            port=self.port,
-            user=self.user,
-            database=self.database,
-            password=None if self.iam is not None else self.password,
-            iam=self.iam if self.iam is not None else False,
-            ssl_ca=self.ca,
-            verify=self.verify,
-        )
+        options: dict[str, Any] = {
+            "port": self.port,
+            "user": self.user,
+            "database": self.database,
+            "password": None if self.iam is not None else self.password,
+            "iam": self.iam if self.iam is not None else False,
+            "ssl_ca": self.ca,
+            "verify": self.verify,
+            **overrides,
+        }
+        return RDSConnector(self.host, **options)
 
     def sessions_closed(self) -> bool:
         return self.server is None or self.server.wait_for_sessions(0, timeout=10) == 0
@@ -237,6 +239,9 @@ class FakeContext:
 
 
 CONNECT_TITLE = "Per invocation: connect + SELECT 1 + close"
+RDS_RESUMED = "@managed_connection + RDSConnector.connect(context) (TLS session resumed)"
+RDS_FULL = "@managed_connection + RDSConnector.connect(context), resume_tls=False"
+RDS_PLAIN = "@managed_connection + RDSConnector.connect(context), no TLS (reference)"
 
 
 def select_one(conn: Any) -> None:
@@ -290,6 +295,20 @@ def bench_connect(target: Target, repeat: int, run: Run) -> None:
     def reused(event: Any, ctx: Any) -> None:
         select_one(kept(ctx))  # validated once per invocation, kept open
 
+    full_handshake = target.connector(resume_tls=False)
+
+    @managed_connection
+    def managed_rds_full(event: Any, ctx: Any) -> None:
+        select_one(full_handshake.connect(ctx))
+
+    plain_rds: list[Any] = []  # built only for the private server (never with IAM)
+
+    @managed_connection
+    def managed_rds_plain(event: Any, ctx: Any) -> None:
+        if not plain_rds:
+            plain_rds.append(target.connector(tls=False, ssl_ca=None, verify=None))
+        select_one(plain_rds[0].connect(ctx))
+
     def engine(**connect_args: Any) -> Any:
         query: dict[str, str] = {}
         if not connect_args and target.ca:
@@ -339,13 +358,15 @@ def bench_connect(target: Target, repeat: int, run: Run) -> None:
             "@managed_connection + connect_mysql() (shared SSLContext)",
             lambda: managed_connect_mysql({}, context),
         ),
-        ("@managed_connection + RDSConnector.connect(context)", lambda: managed_rds({}, context)),
+        (RDS_RESUMED, lambda: managed_rds({}, context)),
+        (RDS_FULL, lambda: managed_rds_full({}, context)),
         ("SQLAlchemy NullPool, TLS options in the URL", sqlalchemy_case(url_engine)),
         ("SQLAlchemy NullPool, shared SSLContext in connect_args", sqlalchemy_case(shared_engine)),
         ("reused connection, validated once per invocation", lambda: reused({}, context)),
     ]
     if target.server is not None and target.iam is None:
         cases.append(("PyMySQL, no TLS (reference)", pymysql_no_tls))
+        cases.append((RDS_PLAIN, lambda: managed_rds_plain({}, context)))
     working = []
     for name, case in cases:
         try:
@@ -375,6 +396,24 @@ def bench_connect(target: Target, repeat: int, run: Run) -> None:
     if not target.sessions_closed():
         notes.append("WARNING: sessions were left open on the server after the cases.")
     run.add(Section(CONNECT_TITLE, "ms", rows, notes))
+
+
+def bench_postgres_all(mariadb: Any, repeat: int, run: Run) -> None:
+    """PostgreSQL connects, which servers resume TLS, and the pinning check's cost."""
+    import bench_postgres as bp
+
+    from tests.servers.postgres import PostgresServer
+
+    with PostgresServer(tls=True, max_connections=200) as server:
+        version = server.query("SHOW server_version")[0][0]
+        rows, notes = bp.bench_pg_connect(server, repeat, run.skipped)
+        notes[0] = notes[0].replace("private PostgreSQL", f"private PostgreSQL {version}")
+        run.add(Section(PG_CONNECT_TITLE, "ms", rows, notes))
+        rows, notes = bp.bench_resumption(mariadb, server, max(20, repeat // 3))
+        run.add(Section(RESUME_TITLE, "ms", rows, notes))
+        rows, classify_rows, notes = bp.bench_pinning(mariadb, server, repeat)
+        run.add(Section(PINNING_TITLE, "us", rows, notes))
+        run.add(Section(CLASSIFY_TITLE, "us", classify_rows))
 
 
 def bench_decorator(run: Run) -> None:
@@ -667,7 +706,9 @@ def summary(run: Run) -> list[str]:
     shared = median_of(run, c, "PyMySQL, verified TLS, one shared SSLContext") or median_of(
         run, c, "PyMySQL, TLS, one shared SSLContext"
     )
-    managed = median_of(run, c, "@managed_connection + RDSConnector.connect(context)")
+    managed = median_of(run, c, RDS_RESUMED)
+    full = median_of(run, c, RDS_FULL)
+    managed_plain = median_of(run, c, RDS_PLAIN)
     reused = median_of(run, c, "reused connection, validated once per invocation")
     plain = median_of(run, c, "PyMySQL, no TLS (reference)")
     if defaults and shared:
@@ -676,6 +717,57 @@ def summary(run: Run) -> list[str]:
             f"connect + query + close, against {shared:.1f} ms with one shared context "
             f"({defaults / shared:.1f}x)" + (f"; without TLS {plain:.2f} ms." if plain else ".")
         )
+    if managed and managed_plain and defaults:
+        lines.append(
+            f"- TLS session resumption (MySQL): a per-invocation `RDSConnector` connect with "
+            f"verified TLS costs {managed:.2f} ms resumed ({full:.2f} ms with "
+            f"`resume_tls=False`) against {managed_plain:.2f} ms without TLS: "
+            f"{managed / managed_plain:.2f}x plaintext (goal: within 1.5x), and "
+            f"{defaults / managed:.1f}x faster than PyMySQL's defaults (goal: at least 10x)."
+        )
+    resume = run.section(RESUME_TITLE)
+    if resume and resume.notes:
+        lines.append("- Which servers resume TLS: " + " ".join(resume.notes))
+    pg = run.section(PG_CONNECT_TITLE)
+    if pg:
+        pgm = {n: statistics.median(s) for n, s in pg.rows}
+        pg_rds = pgm.get("@managed_connection + RDSConnector(engine='postgresql'), verify-full")
+        pg_plain = pgm.get("@managed_connection + RDSConnector(engine='postgresql'), no TLS")
+        pg_default = pgm.get("psycopg defaults (sslmode=prefer: TLS, unverified)")
+        pg_reused = pgm.get(
+            "reused connection (RDSConnector.reused), validated once per invocation"
+        )
+        if pg_rds and pg_plain and pg_default and pg_reused:
+            lines.append(
+                f"- PostgreSQL: a per-invocation `RDSConnector(engine='postgresql')` connect "
+                f"with verify-full TLS costs {pg_rds:.2f} ms against {pg_plain:.2f} ms "
+                f"without TLS ({pg_rds / pg_plain:.1f}x: the full handshake, no resumption "
+                f"possible) and {pg_default:.2f} ms for psycopg's defaults (TLS, "
+                f"unverified); reused: {pg_reused:.3f} ms."
+            )
+    pin = run.section(PINNING_TITLE)
+    if pin:
+        pm = {n: statistics.median(s) for n, s in pin.rows}
+        parts = []
+        for driver, off, on in (
+            (
+                "PyMySQL",
+                "PyMySQL Connection.query, check off (original)",
+                "PyMySQL Connection.query, check on (tracked connection)",
+            ),
+            (
+                "psycopg",
+                "psycopg Cursor.execute, check off (original)",
+                "psycopg Cursor.execute, check on (tracked connection)",
+            ),
+        ):
+            if off in pm and on in pm:
+                parts.append(f"{driver} {pm[on] - pm[off]:+.1f} us ({pm[off]:.0f} us off)")
+        if parts:
+            lines.append(
+                "- Pinning check on, per statement: " + "; ".join(parts) + "; off, nothing "
+                "is wrapped."
+            )
     if managed and reused:
         lines.append(
             f"- Closing per invocation vs reusing: {managed:.2f} ms through "
@@ -810,6 +902,11 @@ def main(argv: list[str] | None = None) -> None:
         "--dsn", help="mysql://user[:password]@host:port/db[?ssl_ca=..&verify=1&region=..]"
     )
     parser.add_argument("--iam", action="store_true", help="log in with an RDS IAM token")
+    parser.add_argument(
+        "--no-postgres",
+        action="store_true",
+        help="skip the PostgreSQL, TLS resumption and pinning cases (private servers only)",
+    )
     parser.add_argument("--repeat", type=int, default=100, help="calls per connect case")
     parser.add_argument(
         "--soak", type=int, default=300, help="invocations per soak handler (0: skip)"
@@ -836,6 +933,8 @@ def main(argv: list[str] | None = None) -> None:
     with chosen as target:
         info["target"] = target.label
         bench_connect(target, args.repeat, run)
+        if target.server is not None and not args.no_postgres:
+            bench_postgres_all(target.server, args.repeat, run)
         if args.soak:
             bench_soak(target, args.soak, run)
     bench_decorator(run)

@@ -69,9 +69,11 @@ _PG_HOLD = re.compile(r"^declare\s+.*?\bwith\s+hold\b", re.I | re.S)
 
 def _first_word(sql: str) -> tuple[str, str]:
     """The statement after comments and blanks, and its first keyword in lower case."""
-    body = sql[_LEADING.match(sql).end() :]  # type: ignore[union-attr]
-    word = body[:12].split(None, 1)[0].lower() if body.strip() else ""
-    return body, word.rstrip(";(")
+    body = sql.lstrip()
+    if body[:1] in ("/", "-", "#"):  # a leading comment (rare): the regex skips them all
+        body = sql[_LEADING.match(sql).end() :]  # type: ignore[union-attr]
+    head = body[:12].split(None, 1)
+    return body, head[0].lower().rstrip(";(") if head else ""
 
 
 def classify_mysql(sql: str | bytes) -> str | None:

@@ -1,8 +1,8 @@
-"""The RDS Proxy example stack: its template passes cfn-lint, its handlers run.
+"""The RDS Proxy example stacks (MySQL, PostgreSQL): templates pass cfn-lint, handlers run.
 
-The handlers run in-process against the private MariaDB with TLS (certificates generated
-for the run, passed as ``DB_SSL_CA``) and IAM auth: the token the function's connector
-signs with dummy credentials is made the database user's password.
+The handlers run in-process against the private MariaDB / PostgreSQL with TLS
+(certificates generated for the run, passed as ``DB_SSL_CA``) and IAM auth: the token the
+function's connector signs with dummy credentials is made the database user's password.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from tests.servers import MariaDBServer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rds_proxy"
 TEMPLATE = EXAMPLE / "template.yaml"
+PG_EXAMPLE = EXAMPLE.parent / "rds_proxy_postgres"
+TEMPLATES = [TEMPLATE, PG_EXAMPLE / "template.yaml"]
 
 
 class FakeContext:
@@ -40,9 +42,10 @@ def cfn_lint_command() -> list[str]:
     return [sys.executable, "-m", "cfnlint"]
 
 
-def test_template_passes_cfn_lint() -> None:
+@pytest.mark.parametrize("template", TEMPLATES, ids=["mysql", "postgresql"])
+def test_template_passes_cfn_lint(template: Path) -> None:
     result = subprocess.run(
-        [*cfn_lint_command(), "--regions", "us-east-1", "eu-west-1", "--", str(TEMPLATE)],
+        [*cfn_lint_command(), "--regions", "us-east-1", "eu-west-1", "--", str(template)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -144,3 +147,65 @@ def test_bench_handler_runs(example_env: MariaDBServer) -> None:
     assert [c["n"] for c in result["cases"]] == [3, 3, 3, 3]
     assert min(c["ratio"] for c in result["cases"]) == 1.0
     assert example_env.wait_for_sessions(0, user="app_iam") == 0
+
+
+def test_postgres_template_requires_tls_and_iam_and_runs_postgres() -> None:
+    from cfnlint.decode import cfn_yaml
+
+    template = cfn_yaml.load(str(PG_EXAMPLE / "template.yaml"))
+    resources = template["Resources"]
+    proxy = resources["Proxy"]["Properties"]
+    assert proxy["EngineFamily"] == "POSTGRESQL"
+    assert proxy["RequireTLS"] is True
+    assert [auth["IAMAuth"] for auth in proxy["Auth"]] == ["REQUIRED"]
+    database = resources["Database"]["Properties"]
+    assert database["Engine"] == "postgres"
+    assert database["ManageMasterUserPassword"] is True
+    assert "MasterUserPassword" not in database
+    ports = {
+        rule["FromPort"]
+        for name in ("ProxySecurityGroup", "DatabaseSecurityGroup")
+        for rule in resources[name]["Properties"]["SecurityGroupIngress"]
+    }
+    assert ports == {5432}
+
+
+def test_postgres_app_handler_runs(
+    make_postgres: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_postgres(tls=True)
+    for name, value in {
+        "DB_HOST": server.host,
+        "DB_PORT": str(server.port),
+        "DB_USER": "app_iam",
+        "DB_NAME": server.database,
+        "DB_SSL_CA": server.tls.ca,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "dummy-secret-access-key",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    spec = importlib.util.spec_from_file_location("rds_proxy_pg_app", PG_EXAMPLE / "src" / "app.py")
+    assert spec is not None and spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    token = app.rds.iam.token(server.host, server.port, "app_iam")  # cached from now on
+    literal = server.query("SELECT quote_literal(%s)", (token,))[0][0]
+    server.query(f"CREATE ROLE app_iam LOGIN PASSWORD {literal}")
+    try:
+        first = app.handler({}, FakeContext())
+        second = app.handler({}, FakeContext())
+        ssl_used = server.query(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+            "WHERE a.usename = 'app_iam'"
+        )[0][0]
+    finally:
+        app.db.close()
+    assert first["user"] == "app_iam" and second == first
+    assert ssl_used is True
+    assert app.db.reconnects == 0
+    assert server.wait_for_sessions(0, user="app_iam") == 0
