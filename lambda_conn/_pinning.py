@@ -285,11 +285,9 @@ def enabled() -> bool:
 
 
 def enable_from_environment() -> None:
-    """``LAMBDA_CONN_PINNING_CHECK=1`` (or true/yes/on) turns the check on."""
-    value = os.environ.get(ENV, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        enable_pinning_check()
-    elif value not in ("", "0", "false", "no", "off"):
-        from lambda_conn._errors import ConfigurationError
+    """``LAMBDA_CONN_PINNING_CHECK`` set to a true word turns the check on (see _settings)."""
+    from lambda_conn._settings import env_value, parse_bool
 
-        raise ConfigurationError(ENV, value, "1/true/yes/on or 0/false/no/off (or unset)")
+    value = env_value(os.environ, ENV)
+    if value is not None and parse_bool(ENV, value):
+        enable_pinning_check()

@@ -64,6 +64,16 @@ SETTINGS = (
         "open, tracked or not (about 50 us per invocation)",
     ),
     Setting(
+        "LAMBDA_CONN_PINNING_CHECK",
+        group="audit",
+        parser="parse_bool",
+        default="off",
+        accepted=f"{BOOL_FORMS}: log each statement class that pins an RDS Proxy connection "
+        "(`rds_proxy_pinning`), once per tracked or reused PyMySQL / psycopg connection "
+        "(read when the first handler is decorated; `RDSConnector(pinning_check=True)` for "
+        "one connector)",
+    ),
+    Setting(
         "FD_HEALTH_LIMIT",
         group="health",
         keyword="fd_limit",

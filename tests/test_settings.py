@@ -68,6 +68,9 @@ def test_the_code_reads_exactly_the_variables_of_the_table(
     assert _health.guard_for_handler() is None  # nothing set: no guard
     with pytest.raises(ConfigurationError):
         resolve_region(None)  # reads AWS_REGION, then AWS_DEFAULT_REGION
+    from lambda_conn._pinning import enable_from_environment
+
+    enable_from_environment()  # LAMBDA_CONN_PINNING_CHECK
     assert environ.read == set(BY_NAME), environ.read ^ set(BY_NAME)
 
 
