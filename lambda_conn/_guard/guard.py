@@ -209,7 +209,7 @@ class HealthGuard:
         breach = self._breach(measured)
         if breach is None:
             return None
-        if breach.at_ceiling or breach.reason == "projected":  # both are under the maximum
+        if breach.at_ceiling or breach.reason == "projected":  # so is a value at the maximum
             self._unreachable(measured, args)
         event, _ = event_and_context(args)
         trigger = classify(event) if args else Trigger(REQUEST)
