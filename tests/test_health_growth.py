@@ -54,6 +54,20 @@ def test_the_window_forgets_a_rate_that_went_down() -> None:
     assert growth.projection(440) == (10, HORIZON, 460)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_cheap_test_never_misses_a_projection(seed: int) -> None:
+    draw = random.Random(seed)
+    growth = Growth(100, 1024)
+    for _ in range(400):
+        value = growth.high + draw.randint(-200, 120)
+        value = max(0, min(value, 1023))
+        if growth.projection(value)[2] >= 1024:  # the projected value
+            assert growth.near(value), (value, growth)
+        near = value + HORIZON * max(growth.top, value - growth.high) >= 1024
+        assert growth.near(value) == near
+        growth.record(value)
+
+
 def test_a_skipped_count_spreads_the_increase_over_the_invocations_it_covers() -> None:
     growth = Growth(100)
     growth.skipped()

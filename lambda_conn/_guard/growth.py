@@ -24,7 +24,7 @@ UNKNOWN = 1 << 62  # the maximum where none is known: never reached
 class Growth:
     """Increases of one resource's usage after cleanup, relative to its high-water mark."""
 
-    __slots__ = ("gap", "high", "increases", "last", "maximum", "top")
+    __slots__ = ("gap", "high", "increases", "last", "maximum", "top", "watch")
 
     def __init__(self, baseline: int, maximum: int | None = None) -> None:
         self.maximum = UNKNOWN if maximum is None else maximum  # reached: the next one fails
@@ -33,6 +33,14 @@ class Growth:
         self.increases: list[int] = []  # newest last, at most SUSTAINED
         self.top = 0  # the largest of them (a cheap bound of every step the window holds)
         self.gap = 1  # invocations since the last measurement (a skipped count adds one)
+        self.watch = self._watch()
+
+    def _watch(self) -> int:
+        """The least value from which ``near`` holds: ``value + HORIZON * step`` reaches
+        the maximum for ``step`` the largest stored increase, or ``value - high`` itself."""
+        by_top = self.maximum - HORIZON * self.top
+        by_own = -(-(self.maximum + HORIZON * self.high) // (1 + HORIZON))
+        return by_top if by_top < by_own else by_own
 
     def __repr__(self) -> str:
         return f"Growth(high={self.high}, increases={self.increases})"
@@ -44,11 +52,8 @@ class Growth:
 
     def near(self, value: int) -> bool:
         """Whether a projection from ``value`` might reach the maximum: the cheap test that
-        ends the common case (it runs every invocation)."""
-        step = value - self.high
-        if step < self.top:
-            step = self.top
-        return value + HORIZON * step >= self.maximum
+        ends the common case (``value >= watch``, which the guard inlines)."""
+        return value >= self.watch
 
     def near_from_bound(self, most: int) -> bool:
         """``near`` for an upper bound of an unmeasured count, at the rates already seen
@@ -92,8 +97,10 @@ class Growth:
             if step > self.top:
                 self.top = step
             increases.append(step)
+            self.watch = self._watch()
         else:
             increases.append(0)
             self.gap = 1
         if len(increases) > SUSTAINED and increases.pop(0) == self.top and self.top:
             self.top = max(increases)
+            self.watch = self._watch()

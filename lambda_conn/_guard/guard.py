@@ -364,7 +364,7 @@ class HealthGuard:
             if over is None and limit is not None and value > limit:
                 over = Breach(reason, value, limit, False)
             grown = growth.get(reason)
-            if projected is None and grown is not None and grown.near(value):
+            if projected is None and grown is not None and value >= grown.watch:  # near()
                 projected = self._projected(reason, value, grown)
         if projected is not None or over is not None:
             return projected or over
