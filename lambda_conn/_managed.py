@@ -9,6 +9,7 @@ from lambda_conn import _tracking
 from lambda_conn._errors import ConfigurationError
 from lambda_conn._kinds import is_closeable, is_registered_kind, kind_of
 from lambda_conn._scope import LEAK_ACTIONS, Scope, _close_failed, in_invocation
+from lambda_conn._shapes import is_coroutine_function, refuse_generators
 from lambda_conn._stats import counters
 
 TYPE_CHECKING = False
@@ -25,7 +26,6 @@ C = TypeVar("C")
 _open_blocks: ContextVar[tuple[tuple[Any, Scope], ...]] = ContextVar(
     "lambda_conn_open_blocks", default=()
 )
-_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect at cold start
 
 
 def _parse_clients(clients: str | Iterable[str]) -> frozenset[str] | None:
@@ -38,17 +38,6 @@ def _parse_on_leak(on_leak: str) -> str:
     if on_leak not in LEAK_ACTIONS:
         raise ConfigurationError("on_leak", on_leak, " or ".join(map(repr, LEAK_ACTIONS)))
     return on_leak
-
-
-def _is_coroutine_function(fn: Any) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    fn = getattr(fn, "__func__", fn)  # bound methods, classmethods
-    code = getattr(fn, "__code__", None)
-    if code is None:  # a callable object: look at its __call__
-        call = type(fn).__dict__.get("__call__")
-        code = getattr(call, "__code__", None)
-    return code is not None and bool(code.co_flags & _CO_COROUTINE)
 
 
 def _parse_audit(audit_descriptors: bool | None) -> bool:
@@ -83,6 +72,7 @@ class ManagedConnection:
             raise TypeError(
                 f"@managed_connection decorates a function, got {type(handler).__name__}"
             )
+        refuse_generators(handler, "@managed_connection")
         _tracking.install()
         from lambda_conn._health import guard_for_handler
 
@@ -91,19 +81,23 @@ class ManagedConnection:
         if audit:
             from lambda_conn._fd_audit import safe_snapshot as snapshot
 
-        if _is_coroutine_function(handler):
+        if is_coroutine_function(handler):
 
             @functools.wraps(handler)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 after = _AfterInvocation(guard, args, snapshot() if audit else None)
-                return await Scope(clients, on_leak, after).arun(handler, *args, **kwargs)
+                return await Scope(clients, on_leak, after).arun(handler, args, kwargs)
 
+            # Given straight to awslambdaric, which cannot await, it runs all the same.
+            from lambda_conn._entry import run_coroutines_of
+
+            run_coroutines_of(async_wrapper.__code__)  # type: ignore[attr-defined]
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(handler)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             after = _AfterInvocation(guard, args, snapshot() if audit else None)
-            return Scope(clients, on_leak, after).run(handler, *args, **kwargs)
+            return Scope(clients, on_leak, after).run(handler, args, kwargs)
 
         return wrapper  # type: ignore[return-value]
 

@@ -25,6 +25,9 @@ else:
 T = TypeVar("T")
 
 _current: ContextVar[Scope | None] = ContextVar("lambda_conn_scope", default=None)
+# Scopes entered and not yet left, in any thread or task: what SIGTERM closes. Left (not
+# only closed) takes a scope out, so one handed to an awaitable never awaited is not held.
+_entered: set[Scope] = set()
 _serials = itertools.count(1)
 
 LEAK_ACTIONS = ("report", "raise", "ignore")
@@ -87,6 +90,7 @@ class Scope:
         if self.root is self and _returned.pending:
             _returned.release_pending()  # what the previous invocation returned, unread
         self._token = _current.set(self)
+        _entered.add(self)
         return self
 
     def leave(self) -> None:
@@ -94,6 +98,7 @@ class Scope:
         token, self._token = self._token, None
         if token is not None:
             _current.reset(token)
+            _entered.discard(self)
 
     def returned(self, result: Any) -> Any:
         """The step that sees what the handler returned, before its connections close: a
@@ -127,17 +132,35 @@ class Scope:
                 self.after(self)
         return result
 
-    def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` inside this scope, closed when it returns or raises."""
+    def run(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        """``fn(*args, **kwargs)`` inside this scope, closed when it returns or raises.
+
+        A sync ``fn`` that returns an awaitable (a sync wrapper around an ``async def``)
+        hands the scope over: it closes when that awaitable completes, in the task that
+        awaits it, so what the coroutine's body opens is covered too."""
         self.enter()
         try:
             result = fn(*args, **kwargs)
         except BaseException:
             self.exit(failed=True)
             raise
+        if hasattr(result, "__await__"):
+            self.leave()
+            from lambda_conn._entry import run_coroutines_of
+
+            run_coroutines_of(Scope._awaiting.__code__)  # given straight to awslambdaric
+            return self._awaiting(result)  # type: ignore[return-value]
+        if type(result) in _GENERATORS:
+            _returned_generator(fn)
         return self.exit(result)  # type: ignore[no-any-return]
 
-    async def arun(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+    async def _awaiting(self, awaitable: Awaitable[T]) -> T:
+        """The rest of :meth:`run` once the handler returned an awaitable."""
+        return await self.arun(_await, (awaitable,), {})
+
+    async def arun(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
         """As :meth:`run` for a coroutine function."""
         self.enter()
         try:
@@ -262,6 +285,20 @@ class Scope:
         if interrupted is not None and not handler_failed:
             raise interrupted
 
+    def _close_at_shutdown(self) -> int:
+        """Close what is open now, from another thread, as the process is about to end:
+        no leak report (the handler is interrupted, not done). Returns how many."""
+        self.closed = True
+        items = self._take()
+        for obj, kind in items:
+            if kind.close is None:
+                continue  # async-only: its loop is not running here
+            try:
+                kind.close(obj)
+            except Exception as exc:
+                _close_failed(kind, exc)
+        return len(items)
+
     def _finish(self, items: list[tuple[Any, Kind]], handler_failed: bool) -> None:
         leaked = [(obj, kind) for obj, kind in items if _still_open(obj, kind)]
         counters.closed += len(items) - len(leaked)
@@ -288,6 +325,39 @@ class Scope:
             raise LeakError(f"{len(leaked)} connection(s) left open after cleanup: {details}")
 
 
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _generator() -> Any:
+    yield
+
+
+async def _async_generator() -> Any:
+    yield
+
+
+_GENERATORS = (type(_generator()), type(_async_generator()))
+_warned_generators: set[object] = set()
+
+
+def _returned_generator(fn: object) -> None:
+    """Once per handler: it returned a generator, whose body runs after the scope closed."""
+    name = getattr(fn, "__qualname__", type(fn).__qualname__)
+    if name in _warned_generators:
+        return
+    _warned_generators.add(name)
+    from lambda_conn._log import log_event
+
+    log_event(
+        30,
+        "handler_returned_generator",
+        handler=name,
+        hint="its body runs when it is iterated, after the scope has closed: nothing it "
+        "opens is tracked; return a list, or decorate the code that iterates it",
+    )
+
+
 def _still_open(obj: Any, kind: Kind) -> bool:
     try:
         return kind.is_open(obj)
@@ -312,6 +382,13 @@ def _close_failed(kind: Kind, exc: Exception) -> None:
 
     message = redact(str(exc))[:300]  # an HTTP client's error may carry a URL with userinfo
     log_event(WARNING, "close_failed", kind=kind.name, error=type(exc).__name__, message=message)
+
+
+def close_in_flight() -> int:
+    """At SIGTERM: close the connections of every scope still running (a timed-out
+    invocation's included), newest scope first, so the server sees a clean quit."""
+    newest_first = sorted(_entered.copy(), key=lambda scope: scope.serial, reverse=True)
+    return sum(scope._close_at_shutdown() for scope in newest_first)
 
 
 def current_scope() -> Scope | None:

@@ -163,7 +163,8 @@ SETTINGS = (
         parser="parse_bool",
         default="on with the guard, else off",
         accepted=f"{BOOL_FORMS}: register a no-op internal extension so Lambda sends SIGTERM, "
-        "and close `reused_connection`s on it",
+        "and close on it the running invocation's connections (a timeout's) and the "
+        "`reused_connection`s",
     ),
     # Set by Lambda itself: read, never to be set by hand.
     Setting(

@@ -70,7 +70,7 @@ class ManagedConnectionASGIMiddleware:
         if scope.get("type") not in _REQUEST_TYPES:
             await self.app(scope, receive, send)
             return
-        await Scope(self.clients, self.on_leak).arun(self.app, scope, receive, send)
+        await Scope(self.clients, self.on_leak).arun(self.app, (scope, receive, send), {})
 
 
 class ManagedConnectionWSGIMiddleware:

@@ -795,11 +795,11 @@ def test_sigterm_closes_then_chains_then_exits(
 ) -> None:
     steps: list[str] = []
 
-    def close_reused(deadline: float) -> bool:
+    def close_connections(deadline: float) -> bool:
         steps.append(f"close within {deadline}s")
         return True
 
-    monkeypatch.setattr(ending, "close_reused", close_reused)
+    monkeypatch.setattr(ending, "close_connections", close_connections)
     monkeypatch.setattr(shutdown, "_previous", lambda signum, frame: steps.append("previous"))
     monkeypatch.setattr(shutdown, "_handling", False)
     with pytest.raises(Exited):
@@ -813,7 +813,7 @@ def test_sigterm_exit_code_comes_from_a_chained_sys_exit(
     def previous(signum: int, frame: Any) -> None:
         sys.exit(3)
 
-    monkeypatch.setattr(ending, "close_reused", lambda deadline: True)
+    monkeypatch.setattr(ending, "close_connections", lambda deadline: True)
     monkeypatch.setattr(shutdown, "_previous", previous)
     monkeypatch.setattr(shutdown, "_handling", False)
     with pytest.raises(Exited):
@@ -821,17 +821,17 @@ def test_sigterm_exit_code_comes_from_a_chained_sys_exit(
     assert exits == [3]
 
 
-def test_close_reused_gives_up_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_close_connections_gives_up_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     from lambda_conn import _reuse
 
     release = threading.Event()
     monkeypatch.setattr(_reuse, "close_reused_connections", lambda: release.wait(5))
     try:
-        assert ending.close_reused(0.05) is False
+        assert ending.close_connections(0.05) is False
     finally:
         release.set()
     monkeypatch.setattr(_reuse, "close_reused_connections", lambda: 0)
-    assert ending.close_reused(1.0) is True
+    assert ending.close_connections(1.0) is True
 
 
 class FakeExtensionsApi:

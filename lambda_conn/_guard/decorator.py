@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from lambda_conn._guard.config import KEYWORDS
 from lambda_conn._guard.guard import HealthGuard, outer_health_guard
-from lambda_conn._managed import _is_coroutine_function
 from lambda_conn._scope import in_invocation
+from lambda_conn._shapes import is_coroutine_function
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,7 +47,7 @@ def _wrap(handler: F, guard: HealthGuard) -> F:
         # guard checks after its scope has closed the invocation's connections.
         return outer_health_guard.get() > 0 or (guard.shared_with_managed and in_invocation())
 
-    if _is_coroutine_function(handler):
+    if is_coroutine_function(handler):
 
         @functools.wraps(handler)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The last steps of a process we end on purpose: flush, close kept connections, exit.
+"""The last steps of a process we end on purpose: flush, close connections, exit.
 
 Shared by the recycle (after the response is posted) and the SIGTERM handler (within the
 platform's 500 ms grace). ``os._exit`` and not ``sys.exit``: a ``SystemExit`` would unwind
@@ -29,18 +29,24 @@ def flush_output() -> None:
             stream.flush()
 
 
-def close_reused(deadline_s: float) -> bool:
-    """Close every ``reused_connection`` (COM_QUIT, so the server sees a clean quit), giving
-    up after ``deadline_s``: a close that hangs on a dead peer must not outlive the grace.
+def close_connections(deadline_s: float) -> bool:
+    """Close the connections of the invocation in flight (a timeout's), then every
+    ``reused_connection``, with COM_QUIT so the server sees a clean quit; give up after
+    ``deadline_s``: a close that hangs on a dead peer must not outlive the grace.
     Returns True when everything was closed in time."""
-    reuse = sys.modules.get("lambda_conn._reuse")
-    if reuse is None:  # never imported: nothing can be kept open
+    from lambda_conn import _scope
+
+    reuse = sys.modules.get("lambda_conn._reuse")  # never imported: nothing kept open
+    if not _scope._entered and reuse is None:
         return True
     import threading
 
     def close_all() -> None:
         with contextlib.suppress(Exception):
-            reuse.close_reused_connections()
+            _scope.close_in_flight()
+        if reuse is not None:
+            with contextlib.suppress(Exception):
+                reuse.close_reused_connections()
 
     worker = threading.Thread(target=close_all, name="lambda_conn-close", daemon=True)
     worker.start()
@@ -49,8 +55,8 @@ def close_reused(deadline_s: float) -> bool:
 
 
 def end_process(code: int, close_deadline_s: float) -> NoReturn:
-    """Close kept connections (bounded), flush, and exit now."""
-    closed_in_time = close_reused(close_deadline_s)
+    """Close connections (bounded), flush, and exit now."""
+    closed_in_time = close_connections(close_deadline_s)
     if not closed_in_time:
         from lambda_conn._log import WARNING, log_event
 

@@ -1,8 +1,9 @@
-"""Graceful shutdown: SIGTERM closes the reused connections within the grace, then exits.
+"""Graceful shutdown: SIGTERM closes connections within the grace, then exits.
 
 Lambda sends SIGTERM only when an extension is registered (hence ``extension``) and
-SIGKILLs 500 ms later. The handler closes kept connections with COM_QUIT (so the database
-sees a clean quit, not an aborted connection) under a 300 ms deadline, calls the SIGTERM
+SIGKILLs 500 ms later. The handler closes, with COM_QUIT (so the database sees a clean
+quit, not an aborted connection) and under one 300 ms deadline, the connections of the
+invocation still running (a timeout's) and the reused ones, calls the SIGTERM
 handler that was installed before it, flushes, and exits.
 
 Python runs signal handlers only in the main thread between bytecodes: on runtimes where
@@ -70,7 +71,7 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
     if _handling:  # a second SIGTERM while we close: the first one finishes the job
         return
     _handling = True
-    closed_in_time = ending.close_reused(CLOSE_DEADLINE_S)
+    closed_in_time = ending.close_connections(CLOSE_DEADLINE_S)
     from lambda_conn._log import INFO, log_event
 
     log_event(INFO, "sigterm", pid=os.getpid(), closed_in_time=closed_in_time)

@@ -100,3 +100,43 @@ def test_recycle_closes_the_reused_connection_before_exiting(
     assert len(sessions) == 2
     assert all(mariadb.wait_session_gone(s) for s in sessions)
     assert mariadb.aborted_clients() == aborted
+
+
+IN_FLIGHT_DB = """
+    import os
+    import time
+    import pymysql
+    from lambda_conn import managed_connection
+
+    @managed_connection
+    def handler(event, context):
+        conn = pymysql.connect(
+            host="127.0.0.1",
+            port=int(os.environ["DB_PORT"]),
+            user=os.environ["DB_USER"],
+            password=os.environ["DB_PASSWORD"],
+            database=os.environ["DB_NAME"],
+            ssl_disabled=True,
+        )
+        with conn.cursor() as cur:
+            cur.execute("SELECT CONNECTION_ID()")
+            print("session", cur.fetchone()[0], flush=True)
+        time.sleep(30)  # waits on something slow, the connection still open: a timeout
+"""
+
+
+def test_a_timeout_closes_the_in_flight_connection_cleanly(
+    make_function: Any, mariadb: Any
+) -> None:
+    # GIVEN a handler that holds its own connection when the function times out
+    env = {"FD_HEALTH_LIMIT": "50%", **THREAD_POLLING, **db_env(mariadb)}
+    fn = make_function(IN_FLIGHT_DB, env=env, timeout_s=2.0)
+    aborted = mariadb.aborted_clients()
+    # WHEN the invocation times out (Lambda: SIGTERM, SIGKILL after the grace)
+    record = fn.invoke({})
+    assert record.outcome == "timeout" and record.sigterm_sent
+    # THEN the server saw a clean quit: the session is gone and no client was aborted
+    lines = fn.output.read_text().split()
+    session = int(lines[lines.index("session") + 1])
+    assert mariadb.wait_session_gone(session)
+    assert mariadb.aborted_clients() == aborted
