@@ -347,10 +347,10 @@ def _returned_generator(fn: object) -> None:
     if name in _warned_generators:
         return
     _warned_generators.add(name)
-    from lambda_conn._log import log_event
+    from lambda_conn._log import WARNING, log_event
 
     log_event(
-        30,
+        WARNING,
         "handler_returned_generator",
         handler=name,
         hint="its body runs when it is iterated, after the scope has closed: nothing it "
