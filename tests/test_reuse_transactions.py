@@ -275,3 +275,28 @@ def test_psycopg_temporary_table_created_in_the_rolled_back_transaction_is_gone(
         assert second({}, None) == ("", True, False)
     finally:
         db.close()
+
+
+def test_an_async_handlers_failed_write_is_rolled_back_too(mariadb: Any) -> None:
+    import asyncio
+
+    table = mysql_table(mariadb)
+    db = plain_mysql(mariadb)
+
+    @managed_connection
+    async def handler(event: dict[str, Any]) -> None:
+        conn = db()
+        with conn.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {table} VALUES (%s)", (event["id"],))
+        await asyncio.sleep(0)
+        if event.get("fail"):
+            raise RuntimeError("failed half-way")
+        conn.commit()
+
+    try:
+        with pytest.raises(RuntimeError):
+            asyncio.run(handler({"id": 1, "fail": True}))
+        asyncio.run(handler({"id": 2}))
+        assert mariadb.query(f"SELECT id FROM {table} ORDER BY id") == [(2,)]
+    finally:
+        db.close()
