@@ -65,14 +65,17 @@ async def _aclose(conn: Any) -> None:
 
     sock = _socket(conn)
     try:
-        if conn._writer is not None:
-            # COM_QUIT, then close; a session the server already ended fails to say
+        writer = conn._writer
+        if writer is not None and writer.transport.get_write_buffer_size():
+            # Writes still queued: COM_QUIT goes behind them, and drain() waits (bounded)
+            # until they are out. A session the server already ended fails to say
             # goodbye, which is no error: the socket is closed below all the same.
             import contextlib
 
             with contextlib.suppress(OSError, asyncio.TimeoutError):
                 await asyncio.wait_for(conn.ensure_closed(), CLOSE_TIMEOUT)
-            await asyncio.sleep(0)  # the transport closes its socket on the next turn
+        _close(conn)  # else COM_QUIT written at once, then the transport closed
+        await asyncio.sleep(0)  # the transport closes its socket on the next turn
     finally:
         _close(conn)
         if socket_open(sock):
