@@ -189,3 +189,44 @@ def test_an_engine_built_lazily_in_the_first_invocation_keeps_working(
             assert mariadb.wait_for_sessions(before + 1) == before + 1
     finally:
         holder["engine"].dispose()
+
+
+SYNC_DIALECTS = [
+    pytest.param("pymysql", "mariadb", lambda s: s.url("pymysql"), id="pymysql"),
+    pytest.param("mysqlclient", "mariadb", lambda s: s.url("mysqldb"), id="mysqlclient"),
+    pytest.param(
+        "mysql-connector",
+        "mariadb",
+        lambda s: s.url("mysqlconnector", ssl_disabled="True"),
+        id="mysql-connector",
+    ),
+    pytest.param("psycopg", "postgres", lambda s: s.url("psycopg"), id="psycopg"),
+    pytest.param("psycopg2", "postgres", lambda s: s.url("psycopg2"), id="psycopg2"),
+]
+
+
+@pytest.mark.parametrize("only_the_driver", [False, True], ids=["all", "driver"])
+@pytest.mark.parametrize(("driver", "server_fixture", "url"), SYNC_DIALECTS)
+def test_a_module_level_engine_over_each_driver_keeps_its_pooled_session(
+    request: pytest.FixtureRequest,
+    driver: str,
+    server_fixture: str,
+    url: Any,
+    only_the_driver: bool,
+) -> None:
+    # The driver's own tracking sees the pool connect during the invocation: the
+    # connection is the pool's all the same, whichever clients the scope tracks.
+    server = request.getfixturevalue(server_fixture)
+    engine = sa.create_engine(url(server))
+
+    @managed_connection(clients=[driver] if only_the_driver else "all", on_leak="raise")
+    def handler(event: object, context: object) -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(server.session_id_sql)).scalar_one())
+
+    try:
+        first = handler({}, None)
+        assert handler({}, None) == first
+        assert engine.pool.checkedin() == 1
+    finally:
+        engine.dispose()
