@@ -256,14 +256,15 @@ def test_a_streamed_response_kept_but_not_returned_raises_instead_of_a_short_bod
     assert event["remote"] == [f"{http_server.host}:{http_server.port}"]
 
 
-def test_an_unbuffered_cursor_kept_but_not_returned_raises_clearly(
-    mariadb: Any, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("opener", [_pymysql_open, _sqlalchemy_open], ids=["pymysql", "sqlalchemy"])
+def test_an_unbuffered_result_kept_but_not_returned_raises_clearly(
+    mariadb: Any, caplog: pytest.LogCaptureFixture, opener: Callable[[Any, str], Any]
 ) -> None:
     kept: list[Any] = []
 
     @managed_connection
     def handler() -> int:
-        kept.append(_pymysql_open(mariadb, ""))
+        kept.append(opener(mariadb, ""))
         return 1
 
     with caplog.at_level(logging.WARNING, logger="lambda_conn"):

@@ -147,15 +147,23 @@ def _hold_sqlalchemy(scope: Scope, result: Any, conn: Any) -> Hold | None:
             owned.hand_over(record, dbapi)
 
     def close(cut_now: bool) -> None:
-        unread = cut_now and dbapi is not None and _is_pymysql(dbapi) and unread_result(dbapi)
-        CONNECTION.close(conn)  # type: ignore[misc]
-        if unread:
-            cut(dbapi)
+        if not cut_now and dbapi is not None and _is_pymysql(dbapi) and dbapi._result:
+            dbapi._result.unbuffered_active = False  # consumed or dropped: nobody reads on
+        CONNECTION.close(conn)  # type: ignore[misc]  # cuts what is still unread
 
     hold = Hold("sqlalchemy streamed result", close, lambda: not conn.closed, _remote(conn))
     result.__dict__[_HOLD] = hold
     result.__class__ = subclass(type(result), "releasing", _releasing_result)
     return hold
+
+
+def unread_driver_connection(conn: Any) -> Any:
+    """The PyMySQL connection under a SQLAlchemy Connection in the middle of a streamed
+    (unbuffered) result, or None."""
+    dbapi = getattr(conn._dbapi_connection, "dbapi_connection", None)
+    if dbapi is not None and _is_pymysql(dbapi) and unread_result(dbapi):
+        return dbapi
+    return None
 
 
 def _is_pymysql(dbapi: Any) -> bool:

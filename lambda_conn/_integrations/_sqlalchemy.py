@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from lambda_conn._integrations._returned_db import cut, unread_driver_connection
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, kind_of, reconnects, register_kind
 from lambda_conn._registry import Integration
@@ -202,11 +203,14 @@ POOL = Kind(
 def _close_connection(conn: Any) -> None:
     if conn.closed:
         return
+    unread = unread_driver_connection(conn)  # under a streamed result: it must fail clearly
     try:
         if not conn.invalidated:
             conn.invalidate()  # close the DBAPI connection; do not return it to a pool
     finally:
         conn.close()
+        if unread is not None and not unread.open:  # closed here, not just let go
+            cut(unread)
 
 
 CONNECTION = Kind(
