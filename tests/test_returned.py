@@ -250,8 +250,9 @@ def test_a_streamed_response_kept_but_not_returned_raises_instead_of_a_short_bod
         assert handler() == 200
     assert http_server.wait_open(0) == 0  # the scope still closes the connection
     response = kept[0]
-    with pytest.raises(ClosedByScopeError, match="before the body was read"):
-        response.content if client == "requests" else response.read()
+    for _ in range(2):  # and again: never an empty body after the first error
+        with pytest.raises(ClosedByScopeError, match="before the body was read"):
+            response.content if client == "requests" else response.read()
     [event] = _events(caplog, "closed_under_returned_object")
     assert event["remote"] == [f"{http_server.host}:{http_server.port}"]
 

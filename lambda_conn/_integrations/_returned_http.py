@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 
 from lambda_conn._errors import ClosedByScopeError
-from lambda_conn._returned import Hold, tracked
+from lambda_conn._returned import Hold, subclass, tracked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,11 +90,21 @@ def close_connection(conn: Any, *, cut: bool = True) -> None:
     # nothing from a closed one), and give it a file that raises.
     conn.__dict__[_UNREAD] = None
     fp, response.fp = response.fp, _Cut(f"HTTP response from {conn.host}:{conn.port}")
+    # And keep it from being marked closed after the first error (urllib3 closes it then),
+    # so a second read raises too instead of answering the end of the body.
+    response.__class__ = subclass(type(response), "cut", _never_closed)
     try:
         fp.close()
     finally:
         conn.close()
     _log_cut("HTTP response", f"{conn.host}:{conn.port}")
+
+
+def _never_closed(cls: type) -> dict[str, Any]:
+    def close(self: Any) -> None:
+        """Its socket is gone already; staying open keeps every read raising."""
+
+    return {"close": close}
 
 
 class _Cut:
