@@ -22,9 +22,10 @@ class DBClient:
     is_async: bool = False
     # Runs a query and leaves its result unread (None: the client reads results eagerly).
     start: Callable[[Any, str], Any] | None = None
+    label: str = ""  # the test id, where one client has two APIs
 
     def __str__(self) -> str:
-        return self.name
+        return self.label or self.name
 
 
 def _rows(cursor: Any) -> Any:
@@ -77,6 +78,27 @@ def _mysql_connector_connect(server: Any) -> Any:
         ssl_disabled=True,
         connection_timeout=5,
     )
+
+
+async def _mysql_connector_aio_connect(server: Any) -> Any:
+    import mysql.connector.aio
+
+    return await mysql.connector.aio.connect(
+        **_mysql_kwargs(server), database=server.database, ssl_disabled=True
+    )
+
+
+async def _mysql_connector_aio_run(conn: Any, sql: str) -> Any:
+    cursor = await conn.cursor()
+    try:
+        await cursor.execute(sql)
+        return await cursor.fetchall() if cursor.description else None
+    finally:
+        await cursor.close()
+
+
+async def _mysql_connector_aio_start(conn: Any, sql: str) -> None:
+    await (await conn.cursor()).execute(sql)  # the cursor and its result left as they are
 
 
 async def _aiomysql_connect(server: Any) -> Any:
@@ -133,6 +155,15 @@ DB_CLIENTS = [
     DBClient("mysqlclient", "mariadb", _mysqlclient_connect, _cursor_run, start=_cursor_start),
     DBClient(
         "mysql-connector", "mariadb", _mysql_connector_connect, _cursor_run, start=_cursor_start
+    ),
+    DBClient(
+        "mysql-connector",
+        "mariadb",
+        _mysql_connector_aio_connect,
+        _mysql_connector_aio_run,
+        is_async=True,
+        start=_mysql_connector_aio_start,
+        label="mysql-connector-aio",
     ),
     DBClient("aiomysql", "mariadb", _aiomysql_connect, _aiomysql_run, is_async=True),
     DBClient("psycopg", "postgres", _psycopg_connect, _psycopg_run),

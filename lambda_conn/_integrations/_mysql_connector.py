@@ -79,4 +79,114 @@ def patch_mysql_connector(connector: ModuleType) -> None:
     register_kind(connection.MySQLConnection, CONNECTION)
 
 
-INTEGRATION = Integration("mysql-connector", hooks={"mysql.connector": patch_mysql_connector})
+async def _apools_own(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    with untracked():
+        return await wrapped(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- asyncio
+# mysql.connector.aio: the same protocol over an asyncio stream. Its ``close()`` needs the
+# loop; in a sync scope (``asyncio.run()`` in a sync handler) COM_QUIT is written straight
+# to the socket, which is then closed, as for aiomysql.
+
+COM_QUIT = b"\x01\x00\x00\x00\x01"  # payload length 1, sequence 0, command 0x01
+_AIO_PARTS = "_lambda_conn_stream"  # (transport, socket, loop), kept past close()
+
+
+def _aio_parts(cnx: Any) -> tuple[Any, Any, Any] | None:
+    writer = getattr(cnx._socket, "_writer", None)
+    if writer is not None and writer.transport is not None:
+        from lambda_conn._integrations._asyncio_socket import raw_socket
+
+        transport = writer.transport
+        parts = (transport, raw_socket(transport), transport._loop)
+        cnx.__dict__[_AIO_PARTS] = parts
+        return parts
+    return cnx.__dict__.get(_AIO_PARTS)  # type: ignore[no-any-return]
+
+
+def _aio_is_open(cnx: Any) -> bool:
+    from lambda_conn._integrations._asyncio_socket import socket_open
+
+    parts = _aio_parts(cnx)
+    return parts is not None and socket_open(parts[1])
+
+
+def _aio_close(cnx: Any) -> None:
+    from lambda_conn._integrations._asyncio_socket import close_outside_loop, send_now
+
+    parts = _aio_parts(cnx)
+    if parts is None:
+        return
+    transport, sock, loop = parts
+    if cnx._socket is not None:
+        send_now(transport, COM_QUIT)
+        import contextlib  # here: integrations load when decorating, close paths later
+
+        with contextlib.suppress(RuntimeError):  # "Event loop is closed": closed below
+            transport.close()
+        cnx._socket = None  # what close() records
+    if loop is not None:
+        close_outside_loop(transport, sock, loop)
+
+
+async def _aio_aclose(cnx: Any) -> None:
+    import asyncio
+
+    _aio_parts(cnx)  # remember the socket: close() forgets it
+    if cnx._socket is not None:
+        if cnx.unread_result:
+            cnx.unread_result = False  # else close() skips COM_QUIT, as the sync one does
+        import contextlib
+
+        # COM_QUIT, then the stream closed; a session already gone fails to say goodbye,
+        # which is no error: the socket is closed below all the same.
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(cnx.close(), 5.0)
+    _aio_close(cnx)
+
+
+def _aio_alive(cnx: Any) -> bool:
+    from lambda_conn._integrations._asyncio_socket import socket_open
+
+    parts = _aio_parts(cnx)
+    return (
+        cnx._socket is not None
+        and parts is not None
+        and socket_open(parts[1])
+        and socket_idle_and_open(parts[1])
+    )
+
+
+AIO_CONNECTION = Kind(
+    "mysql.connector.aio.MySQLConnection",
+    "mysql-connector",
+    close=_aio_close,
+    aclose=_aio_aclose,
+    is_open=_aio_is_open,
+    remote=_remote,
+    alive=_aio_alive,
+)
+
+
+def patch_mysql_connector_aio(aio: ModuleType) -> None:
+    import wrapt
+    from mysql.connector.aio import connection, pooling
+
+    wrapt.wrap_function_wrapper(
+        connection, "MySQLConnection.__init__", tracker("mysql-connector", AIO_CONNECTION)
+    )
+    for method in ("initialize_pool", "set_config", "add_connection"):
+        wrapt.wrap_function_wrapper(pooling, f"MySQLConnectionPool.{method}", _apools_own)
+    register_kind(connection.MySQLConnection, AIO_CONNECTION)
+
+
+INTEGRATION = Integration(
+    "mysql-connector",
+    hooks={
+        "mysql.connector": patch_mysql_connector,
+        "mysql.connector.aio": patch_mysql_connector_aio,
+    },
+)
