@@ -109,7 +109,9 @@ def connect_mysql(**kwargs: Any) -> Any:
     ``ssl_cert`` / ``ssl_key`` / ``ssl_key_password``; a CA given alone means verified TLS
     (see :func:`tls_context`). With none of them, TLS stays *preferred* (used when the server
     offers it, unverified), as in PyMySQL 1.2; with any, it is required. ``ssl_disabled=True``
-    or an explicit ``ssl=`` are passed through untouched.
+    or an explicit ``ssl=`` are passed through untouched. The TLS session of the last
+    connect to the same host and port is offered (resumed by servers that issue tickets,
+    MySQL and MariaDB), and dropped when a connect fails.
     """
     import pymysql
 
@@ -127,13 +129,25 @@ def connect_mysql(**kwargs: Any) -> Any:
         key=options.get("ssl_key"),
         key_password=options.get("ssl_key_password"),
     )
-    if required:
-        return pymysql.connect(ssl=context, **kwargs)
     defer = kwargs.pop("defer_connect", False)
     conn = pymysql.connect(ssl=context, defer_connect=True, **kwargs)
-    conn._ssl_required = False  # TLS preferred, as PyMySQL's own default
+    if not required:
+        conn._ssl_required = False  # TLS preferred, as PyMySQL's own default
+    from lambda_conn._rds.resume import resuming
+
+    # PyMySQL calls ``ctx.wrap_socket``: this one offers the endpoint's last TLS session.
+    tls = resuming(context, conn.host, conn.port)
+    conn.ctx = tls
     if not defer:
-        conn.connect()
+        try:
+            conn.connect()
+        except BaseException:
+            tls.forget()  # a session the server may not take again
+            raise
+        import ssl
+
+        if isinstance(conn._sock, ssl.SSLSocket):
+            tls.remember(conn._sock)
     return conn
 
 

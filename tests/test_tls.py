@@ -36,7 +36,7 @@ def test_verified_tls_with_the_servers_ca_and_one_shared_context(tls_server: Any
     first, second = connect_mysql(**kwargs), connect_mysql(**kwargs)
     try:
         assert cipher(first) and cipher(second)
-        assert first.ctx is second.ctx is tls_context(ca=tls_server.tls.ca)
+        assert first.ctx.context is second.ctx.context is tls_context(ca=tls_server.tls.ca)
     finally:
         first.close()
         second.close()
@@ -73,3 +73,22 @@ def test_unreadable_client_certificate_is_a_configuration_error(tmp_path: Path) 
         tls_context(cert=str(tmp_path / "missing.pem"), key_password="key-secret")
     assert info.value.setting == "cert"
     assert "key-secret" not in str(info.value)
+
+
+def test_connect_mysql_resumes_the_endpoints_tls_session(tls_server: Any) -> None:
+    from lambda_conn._rds.resume import forget_all
+
+    forget_all()
+    kwargs = {**plain_kwargs(tls_server), "ssl_ca": tls_server.tls.ca}
+
+    def resumed(**overrides: Any) -> bool:
+        conn = connect_mysql(**{**kwargs, **overrides})
+        try:
+            return bool(conn._sock.session_reused)
+        finally:
+            conn.close()
+
+    assert [resumed() for _ in range(3)] == [False, True, True]
+    with pytest.raises(pymysql.err.OperationalError):
+        resumed(password="wrong")  # offered the session, failed: the session is dropped
+    assert resumed() is False
