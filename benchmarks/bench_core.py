@@ -232,15 +232,209 @@ def bench_reuse_end(repeat: int) -> str:
     )
 
 
+def _close_cases(http: Any, redis_server: Any, moto: Any) -> list[tuple[str, Any, Any, Any, bool]]:
+    """(name, make, use, manual close, async) for each client the close benchmark times."""
+    import aiohttp
+    import boto3
+    import httpx
+    import redis
+    import redis.asyncio
+    import requests
+    import urllib3
+
+    async def aiohttp_get(session: Any) -> None:
+        async with session.get(http.url) as response:
+            await response.read()
+
+    async def aclose_aiohttp(session: Any) -> None:
+        await session.close()
+
+    async def aping(client: Any) -> None:
+        await client.ping()
+
+    async def aclose_redis(client: Any) -> None:
+        await client.aclose()
+
+    return [
+        ("requests.Session, no request", requests.Session, None, lambda s: s.close(), False),
+        (
+            "requests.Session, one GET",
+            requests.Session,
+            lambda s: s.get(http.url, timeout=5),
+            lambda s: s.close(),
+            False,
+        ),
+        (
+            "httpx.Client, one GET",
+            httpx.Client,
+            lambda c: c.get(http.url),
+            lambda c: c.close(),
+            False,
+        ),
+        (
+            "urllib3.PoolManager, one GET",
+            urllib3.PoolManager,
+            lambda m: m.request("GET", http.url),
+            lambda m: m.clear(),
+            False,
+        ),
+        (
+            "aiohttp.ClientSession, one GET",
+            aiohttp.ClientSession,
+            aiohttp_get,
+            aclose_aiohttp,
+            True,
+        ),
+        (
+            "redis.Redis, one PING",
+            lambda: redis.Redis(port=redis_server.port),
+            lambda c: c.ping(),
+            lambda c: c.close(),
+            False,
+        ),
+        (
+            "redis.asyncio.Redis, one PING",
+            lambda: redis.asyncio.Redis(port=redis_server.port),
+            aping,
+            aclose_redis,
+            True,
+        ),
+        (
+            "boto3 S3 client, one ListBuckets",
+            lambda: boto3.client("s3", **moto.client_kwargs()),
+            lambda c: c.list_buckets(),
+            lambda c: c.close(),
+            False,
+        ),
+    ]
+
+
+class _ChildServer:
+    """A test server in its own process: in ours, its threads would take the GIL from the
+    very close being timed (a client close wakes the server thread that reads the EOF)."""
+
+    _CODE = (
+        "import sys\n"
+        "sys.path.insert(0, {root!r})\n"
+        "from tests.servers import CountingHTTPServer\n"
+        "from tests.servers.moto import MotoServer\n"
+        "server = {cls}()\n"
+        "print(server.port, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+
+    def __init__(self, cls: str) -> None:
+        from _common import ROOT
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self._CODE.format(root=str(ROOT), cls=cls)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.host = "127.0.0.1"
+        self.port = int(self.proc.stdout.readline())
+        self.url = f"http://{self.host}:{self.port}"
+
+    def client_kwargs(self) -> dict[str, str]:
+        from tests.servers.moto import DUMMY_KEYS
+
+        return {"endpoint_url": self.url, **DUMMY_KEYS}
+
+    def __enter__(self) -> _ChildServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def bench_close(rounds: int) -> str:
+    """What each client's close costs at the end of an invocation: its own close() by hand
+    against the scope closing it (tracked through its patched constructor, leak check
+    included), interleaved round by round. Only the close is timed, not the build or use."""
+    import asyncio
+    import time
+
+    from lambda_conn import _tracking
+    from lambda_conn._scope import Scope, _current
+    from tests.servers.redis import RedisServer
+
+    _tracking.install()
+    loop = asyncio.new_event_loop()
+    with (
+        _ChildServer("CountingHTTPServer") as http,
+        RedisServer() as redis_server,
+        _ChildServer("MotoServer") as moto,
+    ):
+        cases = _close_cases(http, redis_server, moto)
+        samples: dict[str, list[float]] = {}
+
+        def once(make: Any, use: Any, close: Any, is_async: bool, tracked: bool) -> float:
+            async def run() -> float:
+                scope = Scope() if tracked else None
+                token = _current.set(scope) if scope is not None else None
+                client = make()
+                if use is not None:
+                    result = use(client)
+                    if is_async:
+                        await result
+                    # dropped: a kept requests Response holds its socket's file, and the
+                    # Session's own close() would then leave the socket open (the scope
+                    # closes it: timing that against a close() that does not is unfair)
+                    del result
+                if token is not None:
+                    _current.reset(token)
+                start = time.perf_counter_ns()
+                if scope is not None:
+                    await scope.aclose() if is_async else scope.close()
+                elif is_async:
+                    await close(client)
+                else:
+                    close(client)
+                return (time.perf_counter_ns() - start) / 1000
+
+            return loop.run_until_complete(run())
+
+        for _name, make, use, close, is_async in cases:  # warm up: first calls load things
+            once(make, use, close, is_async, False)
+            once(make, use, close, is_async, True)
+        for round_ in range(rounds):
+            shift = round_ % len(cases)
+            for name, make, use, close, is_async in cases[shift:] + cases[:shift]:
+                for tracked in (round_ % 2 == 0, round_ % 2 == 1):  # alternate which first
+                    key = f"{name}: {'scope close' if tracked else 'close() by hand'}"
+                    samples.setdefault(key, []).append(once(make, use, close, is_async, tracked))
+    loop.close()
+    rows = sorted(samples.items(), key=lambda item: item[0])
+    lines = [table("Closing one client at the end of an invocation (us)", rows), ""]
+    lines += [
+        "| client | by hand (us) | scope (us) | scope / by hand |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, *_ in cases:
+        hand = statistics.median(samples[f"{name}: close() by hand"])
+        scope = statistics.median(samples[f"{name}: scope close"])
+        lines.append(f"| {name} | {hand:.1f} | {scope:.1f} | {scope / hand:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=60, help="connects per case")
     parser.add_argument("--skip-db", action="store_true", help="no database cases")
+    parser.add_argument("--close-rounds", type=int, default=200, help="rounds of close cases")
+    parser.add_argument("--only-close", action="store_true", help="only the close benchmark")
     args = parser.parse_args()
     import platform
 
     cores = __import__("os").cpu_count()
     print(f"Python {platform.python_version()} on {platform.machine()}, {cores} cores\n")
+    print(bench_close(args.close_rounds))
+    if args.only_close:
+        return
     print(bench_overhead())
     print(bench_import())
     if not args.skip_db:

@@ -80,7 +80,9 @@ _OUT_OF_RESOURCES = (
 
 
 def _failed_for_lack_of_resources(failure: dict[str, Any]) -> bool:
-    return any(text in failure["message"] for text in _OUT_OF_RESOURCES)
+    # with the messages of the exceptions behind it: botocore's own hides the errno
+    message = " ".join([failure["message"], *failure.get("causes", ())])
+    return any(text in message for text in _OUT_OF_RESOURCES)
 
 
 @pytest.mark.parametrize("handler", LEAKY)
@@ -180,6 +182,60 @@ def test_with_the_decorator_each_drivers_story_succeeds_and_leaves_nothing_open(
         assert db.wait_for_sessions(sessions_before) == sessions_before
 
     summary = run_story_with(handler, "decorated", _driver_env(story_servers), server_side)
+    assert summary.get("failure") is None, summary
+    assert summary["succeeded"] == INVOCATIONS
+    assert summary["max_fd_delta"] == 0, summary
+
+
+# --------------------------------------------------------------------------- more clients
+# handler -> the server it talks to. Each keeps one client per invocation in a cache. (The
+# other forms, redis pools and redis.asyncio, are in tests/test_contract.py: each story runs
+# 2,500 invocations, and the suite has a time budget. boto3 talks to the counting HTTP
+# server here, SQS's JSON protocol: moto answers a request in tens of milliseconds.)
+CLIENT_STORIES = {
+    "aiohttp_handlers:session_per_call": "http_server",
+    "aiohttp_handlers:session_inside_asyncio_run": "http_server",
+    "redis_handlers:client_per_call": "redis_server",
+    "boto3_handlers:client_per_call": "aws_http_server",
+}
+
+
+def _client_story_env(request: pytest.FixtureRequest, server_name: str) -> tuple[Any, Any]:
+    """The story's environment and a server-side session counter for ``server_name``."""
+    server = request.getfixturevalue(server_name.replace("aws_", ""))
+    if server_name == "redis_server":
+        return {"STORY_REDIS": server.url}, (server.clients, server.wait_clients)
+    counts = (lambda: server.open_connections, server.wait_open)
+    return {"STORY_HTTP": server.url, "STORY_AWS": server.url}, counts
+
+
+@pytest.mark.parametrize(
+    "handler", list(CLIENT_STORIES), ids=lambda h: h.replace("_handlers:", "-")
+)
+def test_without_the_decorator_each_client_story_fails(
+    handler: str, request: pytest.FixtureRequest
+) -> None:
+    env, _ = _client_story_env(request, CLIENT_STORIES[handler])
+    summary = run_story_with(handler, "bare", env)
+    failure = summary.get("failure")
+    assert failure is not None, f"{handler} never failed: {summary}"
+    assert _failed_for_lack_of_resources(failure), failure
+    assert failure["invocation"] < INVOCATIONS
+
+
+@pytest.mark.parametrize(
+    "handler", list(CLIENT_STORIES), ids=lambda h: h.replace("_handlers:", "-")
+)
+def test_with_the_decorator_each_client_story_succeeds_and_nothing_stays_open(
+    handler: str, request: pytest.FixtureRequest
+) -> None:
+    env, (count, wait) = _client_story_env(request, CLIENT_STORIES[handler])
+    before = count()
+
+    def server_side(summary: dict[str, Any]) -> None:
+        assert wait(before) == before  # while the child is still alive
+
+    summary = run_story_with(handler, "decorated", env, server_side)
     assert summary.get("failure") is None, summary
     assert summary["succeeded"] == INVOCATIONS
     assert summary["max_fd_delta"] == 0, summary

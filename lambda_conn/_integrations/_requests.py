@@ -40,21 +40,25 @@ def _managers_of(session: Any) -> list[Any]:
 
 def _close_session(session: Any) -> None:
     session.close()  # clears the managers, closing their pools' idle connections
-    # Then the connections still out with an unread response. The managers stay on their
-    # adapters; no list is built: a scope's close should cost about what close() does.
+    # Then the connections still out with an unread response. No list is built and no
+    # instance __dict__ read (reading one makes CPython build it): a scope's close of a
+    # Session should cost about what close() does.
     for adapter in session.adapters.values():
-        attrs = adapter.__dict__
-        manager = attrs.get("poolmanager")
-        if manager is not None and manager.__dict__.get(_CONNS):
-            close_open(manager.__dict__[_CONNS])
-        for proxy in (attrs.get("proxy_manager") or {}).values():
-            close_open(proxy.__dict__.get(_CONNS))
-    session.__dict__[_SHUT] = True  # all succeeded: nothing of it is open
+        manager = getattr(adapter, "poolmanager", None)
+        conns = getattr(manager, _CONNS, None)
+        if conns is not None:
+            close_open(conns)
+        proxies = getattr(adapter, "proxy_manager", None)
+        if proxies:
+            for proxy in proxies.values():
+                close_open(getattr(proxy, _CONNS, None))
+    setattr(session, _SHUT, True)  # all succeeded: nothing of it is open
 
 
 def _session_is_open(session: Any) -> bool:
     """Asked right after the close: a close that succeeded answers without a second walk."""
-    if session.__dict__.pop(_SHUT, False):
+    if getattr(session, _SHUT, False):
+        setattr(session, _SHUT, False)  # one answer: a Session may be used again
         return False
     return any(pool_manager_is_open(m) for m in _managers_of(session))
 

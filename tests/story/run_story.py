@@ -1,7 +1,9 @@
 """Invoke one story handler N times in this process under Lambda's descriptor limit.
 
-Usage: run_story.py HANDLER N (decorated|bare). Prints one JSON summary line, then waits
-for stdin to close so the parent can look at the server while our sockets still exist.
+Usage: run_story.py [MODULE:]HANDLER N (decorated|bare); MODULE defaults to story_handlers,
+and an async handler runs on one event loop for the life of the process. Prints one JSON
+summary line, then waits for stdin to close so the parent can look at the server while our
+sockets still exist.
 """
 
 from __future__ import annotations
@@ -26,13 +28,25 @@ def asyncio_handler(handler: object) -> bool:
     return code is not None and bool(code.co_flags & 0x80)  # CO_COROUTINE
 
 
+def causes(exc: BaseException) -> list[str]:
+    """The messages of the exceptions behind ``exc`` (botocore's hides the errno)."""
+    found = []
+    seen = {id(exc)}
+    current = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen and len(found) < 10:
+        seen.add(id(current))
+        found.append(f"{type(current).__name__}: {str(current)[:300]}")
+        current = current.__cause__ or current.__context__
+    return found
+
+
 def main() -> None:
     name, count, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     resource.setrlimit(resource.RLIMIT_NOFILE, (LAMBDA_NOFILE, LAMBDA_NOFILE))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import story_handlers
-
-    handler = getattr(story_handlers, name)
+    module_name, _, name = name.rpartition(":")
+    module = __import__(module_name or "story_handlers")
+    handler = getattr(module, name)
     if mode == "decorated":
         from lambda_conn import managed_connection
 
@@ -64,6 +78,7 @@ def main() -> None:
                     "invocation": i,
                     "type": type(exc).__name__,
                     "message": str(exc)[:500],
+                    "causes": causes(exc),
                     "fds": open_fds(),
                 }
                 break

@@ -1,0 +1,26 @@
+"""The story's leaky aiohttp handlers: a ClientSession per invocation, kept in a cache."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import aiohttp
+
+HTTP_URL = os.environ.get("STORY_HTTP", "")
+CACHE: list[Any] = []
+
+
+async def session_per_call(event: dict[str, Any], context: Any) -> int:
+    session = aiohttp.ClientSession()  # "closed later", never
+    CACHE.append(session)
+    async with session.get(HTTP_URL) as response:
+        await response.read()
+        return int(response.status)
+
+
+def session_inside_asyncio_run(event: dict[str, Any], context: Any) -> int:
+    """A sync handler running its async code with asyncio.run(): the session outlives the
+    loop, so only closing its sockets directly can free them."""
+    return asyncio.run(session_per_call(event, context))
