@@ -18,11 +18,10 @@ from lambda_conn._integrations._asyncio_socket import (
     raw_socket,
     socket_open,
 )
-from lambda_conn._integrations._track import tracker
+from lambda_conn._integrations._track import pool_probes, tracker, untracked_await
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._liveness import socket_idle_and_open
 from lambda_conn._registry import Integration
-from lambda_conn._scope import untracked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -126,12 +125,7 @@ async def _aclose_pool(pool: Any) -> None:
         _terminate_pool(pool)
 
 
-def _pool_is_open(pool: Any) -> bool:
-    return any(_is_open(conn) for conn in _pool_connections(pool))
-
-
-def _pool_remote(pool: Any) -> list[str]:
-    return [r for conn in _pool_connections(pool) if _is_open(conn) for r in _remote(conn)]
+_pool_is_open, _pool_remote = pool_probes(_pool_connections, _is_open, _remote)
 
 
 POOL = Kind(
@@ -145,20 +139,13 @@ POOL = Kind(
 )
 
 
-async def _connect_for_pool(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    with untracked():  # the pool owns it, even when it grows inside a handler
-        return await wrapped(*args, **kwargs)
-
-
 def patch_asyncpg(asyncpg: ModuleType) -> None:
     import wrapt
     from asyncpg import connection, pool
 
     wrapt.wrap_function_wrapper(connection, "Connection.__init__", tracker("asyncpg", CONNECTION))
     wrapt.wrap_function_wrapper(pool, "Pool.__init__", tracker("asyncpg", POOL))
-    wrapt.wrap_function_wrapper(pool, "Pool._get_new_connection", _connect_for_pool)
+    wrapt.wrap_function_wrapper(pool, "Pool._get_new_connection", untracked_await)
     register_kind(connection.Connection, CONNECTION)
     register_kind(pool.Pool, POOL)
 

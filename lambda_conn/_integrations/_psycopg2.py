@@ -14,11 +14,11 @@ invocation keeps its connections.
 
 from __future__ import annotations
 
-from lambda_conn._integrations._track import tracker
+from lambda_conn._integrations._track import pool_probes, tracker, untracked_call
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._liveness import socket_idle_and_open
 from lambda_conn._registry import Integration
-from lambda_conn._scope import _current, untracked
+from lambda_conn._scope import _current
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,12 +75,7 @@ def _close_pool(pool: Any) -> None:
         pool.closeall()  # the idle connections and the ones handed out
 
 
-def _pool_is_open(pool: Any) -> bool:
-    return any(_is_open(conn) for conn in _pool_connections(pool))
-
-
-def _pool_remote(pool: Any) -> list[str]:
-    return [r for conn in _pool_connections(pool) if _is_open(conn) for r in _remote(conn)]
+_pool_is_open, _pool_remote = pool_probes(_pool_connections, _is_open, _remote)
 
 
 POOL = Kind(
@@ -91,13 +86,6 @@ POOL = Kind(
     remote=_pool_remote,
     alive=reconnects,
 )
-
-
-def _connect_for_pool(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    with untracked():  # the pool owns it, even when it connects inside a handler
-        return wrapped(*args, **kwargs)
 
 
 def patch_psycopg2(psycopg2: ModuleType) -> None:
@@ -111,7 +99,7 @@ def patch_psycopg2_pool(pool: ModuleType) -> None:
     import wrapt
 
     wrapt.wrap_function_wrapper(pool, "AbstractConnectionPool.__init__", tracker("psycopg2", POOL))
-    wrapt.wrap_function_wrapper(pool, "AbstractConnectionPool._connect", _connect_for_pool)
+    wrapt.wrap_function_wrapper(pool, "AbstractConnectionPool._connect", untracked_call)
     register_kind(pool.AbstractConnectionPool, POOL)
 
 

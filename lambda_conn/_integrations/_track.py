@@ -7,6 +7,7 @@ from lambda_conn._scope import _current, untracked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 
@@ -47,3 +48,37 @@ def result_tracker(client: str, kind: Kind) -> Any:
         return obj
 
     return track
+
+
+def pool_probes(
+    connections: Callable[[Any], Iterable[Any]],
+    is_open: Callable[[Any], bool],
+    remote: Callable[[Any], list[str]],
+) -> tuple[Callable[[Any], bool], Callable[[Any], list[str]]]:
+    """A pool's ``is_open`` and ``remote``, derived from the probes of its connections: a
+    pool is open while any connection it holds is, and names the remotes of those."""
+
+    def pool_is_open(pool: Any) -> bool:
+        return any(is_open(conn) for conn in connections(pool))
+
+    def pool_remote(pool: Any) -> list[str]:
+        return [r for conn in connections(pool) if is_open(conn) for r in remote(conn)]
+
+    return pool_is_open, pool_remote
+
+
+def untracked_call(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A wrapt wrapper for a pool's own connect: the pool owns what it connects, even when
+    it connects inside a handler, so the scope does not track it."""
+    with untracked():
+        return wrapped(*args, **kwargs)
+
+
+async def untracked_await(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``untracked_call`` for a pool's async connect."""
+    with untracked():
+        return await wrapped(*args, **kwargs)
