@@ -695,6 +695,17 @@ def bench_soak(target: Target, n: int, run: Run) -> None:
     run.add(Section(f"{SOAK_TITLE}, {n} invocations each", "ms", rows, notes))
 
 
+def bench_runtime_loop(run: Run, n: int, rounds: int) -> None:
+    """The supervisor's cost: soak against the raw awslambdaric loop (bench_soak.py)."""
+    import bench_soak
+
+    cases = {"raw loop": lambda: bench_soak.raw_loop(n), "soak": lambda: bench_soak.soak_loop(n)}
+    samples = bench_soak.interleaved(cases, rounds)
+    rows = [(name, [1e6 / s.rate for s in got]) for name, got in samples.items()]
+    notes = bench_soak.report(samples, n, rounds).split("\n\n", 1)[1].strip().splitlines()
+    run.add(Section(f"{bench_soak.TITLE}, us per warm invocation", "us", rows, notes))
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -912,6 +923,12 @@ def main(argv: list[str] | None = None) -> None:
         "--soak", type=int, default=300, help="invocations per soak handler (0: skip)"
     )
     parser.add_argument(
+        "--loop",
+        type=int,
+        default=2000,
+        help="invocations per run of the soak against the raw runtime loop (0: skip)",
+    )
+    parser.add_argument(
         "--fds", default="10,100,1000", help="descriptor counts for the health check"
     )
     parser.add_argument(
@@ -937,6 +954,8 @@ def main(argv: list[str] | None = None) -> None:
             bench_postgres_all(target.server, args.repeat, run)
         if args.soak:
             bench_soak(target, args.soak, run)
+    if args.loop:
+        bench_runtime_loop(run, args.loop, 5)
     bench_decorator(run)
     bench_health(run, counts)
     bench_import(run)

@@ -1,0 +1,238 @@
+"""Single-environment soak throughput against the raw awslambdaric loop, in one run.
+
+Run: python benchmarks/bench_soak.py [--n 2000] [--rounds 7]
+
+"raw loop": the real ``python -m awslambdaric`` bootstrap, with the environment the local
+runtime gives it, against a minimal Runtime API (one thread, one keep-alive connection:
+``GET /next`` hands out the same event, ``POST .../response`` gets 202, nothing else is
+checked, measured or frozen). "soak": ``lambda_conn.local.soak`` of the same trivial
+handler (``_soak_trivial.handler``), with its freeze between invocations and its
+per-invocation descriptor and memory measurement. Both rates are warm: from the first
+invocation's end to the last's, so the cold start counts in neither.
+
+The two run in turn, A B B A A B ..., ``--rounds`` pairs; the table gives each side's
+median and the ratio of the medians, with the median of the pair-by-pair ratios (a pair
+ran within seconds, so it shares the machine's load). The supervisor's CPU time per
+invocation (this process: user + sys) is given beside each, a figure that does not
+depend on how busy the other cores are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+HANDLER = "_soak_trivial.handler"
+EVENT = {"bench": 1}
+TITLE = "Single-environment soak against the raw awslambdaric loop"
+
+
+@dataclass(frozen=True)
+class Sample:
+    rate: float  # warm invocations per second
+    cpu_us: float  # this process's user + sys per warm invocation
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class MinimalRuntimeApi:
+    """The least a Runtime API can be and still drive awslambdaric: the raw loop's server."""
+
+    def __init__(self, n: int, payload: bytes) -> None:
+        self._n = n
+        self._payload = payload
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.times: list[float] = []
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self._sock.getsockname()[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _next_reply(self, i: int) -> bytes:
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Lambda-Runtime-Aws-Request-Id: req-{i}\r\n"
+            "Lambda-Runtime-Deadline-Ms: 99999999999999\r\n"
+            "Lambda-Runtime-Invoked-Function-Arn: "
+            "arn:aws:lambda:us-east-1:000000000000:function:bench\r\n"
+            "Lambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000;Sampled=0\r\n"
+            f"Content-Length: {len(self._payload)}\r\n\r\n"
+        )
+        return head.encode() + self._payload
+
+    def _serve(self) -> None:
+        accepted = b"HTTP/1.1 202 Accepted\r\nContent-Length: 15\r\n\r\n" + b'{"status":"OK"}'
+        i = 0
+        try:
+            while True:
+                conn, _ = self._sock.accept()
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                reader = conn.makefile("rb")
+                while True:
+                    line = reader.readline()
+                    if not line:
+                        break
+                    length = 0
+                    while True:
+                        header = reader.readline()
+                        if header in (b"\r\n", b""):
+                            break
+                        if header[:15].lower() == b"content-length:":
+                            length = int(header[15:])
+                    if length:
+                        reader.read(length)
+                    if line.startswith(b"GET"):
+                        if i >= self._n:
+                            self.done.set()
+                            return
+                        conn.sendall(self._next_reply(i))
+                        i += 1
+                    else:
+                        self.times.append(time.perf_counter())
+                        conn.sendall(accepted)
+        except OSError:
+            return
+
+
+def raw_loop(n: int) -> Sample:
+    from lambda_conn.local._config import FunctionConfig
+
+    server = MinimalRuntimeApi(n, json.dumps(EVENT).encode())
+    server.start()
+    config = FunctionConfig.create(
+        HANDLER,
+        handler_dir=HERE,
+        memory_mb=128,
+        timeout_s=3.0,
+        env=None,
+        function_name=None,
+        init_timeout_s=10.0,
+    )
+    proc = subprocess.Popen(
+        [config.python, "-m", "awslambdaric", config.spec.lambda_form],
+        cwd=config.task_root,
+        env=config.environ(server.address),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # CPU from the first response on, as for the soak (the cold start is left out).
+        while not server.times:
+            time.sleep(0.001)
+        cpu0 = _cpu_s()
+        if not server.done.wait(120):
+            raise RuntimeError("the raw loop did not finish in 120 s")
+        cpu = _cpu_s() - cpu0
+    finally:
+        proc.kill()
+        proc.wait()
+        server.close()
+    times = server.times
+    return Sample((len(times) - 1) / (times[-1] - times[0]), cpu / (len(times) - 1) * 1e6)
+
+
+def soak_loop(n: int) -> Sample:
+    from lambda_conn.local import soak
+
+    times: list[float] = []
+    cpu: list[float] = []
+
+    def progress(done: int, record: object) -> None:
+        times.append(time.perf_counter())
+        if done in (1, n):
+            cpu.append(_cpu_s())
+
+    report = soak(
+        HANDLER,
+        n,
+        event=EVENT,
+        handler_dir=HERE,
+        output=subprocess.DEVNULL,
+        progress=progress,
+        max_init_failures=1,
+    )
+    if report.failed:
+        raise RuntimeError(f"soak failed: {report.summary.failures_by_type}")
+    return Sample((n - 1) / (times[-1] - times[0]), (cpu[-1] - cpu[0]) / (n - 1) * 1e6)
+
+
+def interleaved(cases: dict[str, Callable[[], Sample]], rounds: int) -> dict[str, list[Sample]]:
+    """Each case once per round, the order reversed every other round (A B, B A, ...)."""
+    names = list(cases)
+    out: dict[str, list[Sample]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            out[name].append(cases[name]())
+            print(f"  round {r + 1}/{rounds} {name}: {out[name][-1].rate:,.0f}/s", flush=True)
+    return out
+
+
+def report(samples: dict[str, list[Sample]], n: int, rounds: int) -> str:
+    raw, ours = samples["raw loop"], samples["soak"]
+    raw_median = statistics.median(s.rate for s in raw)
+    ours_median = statistics.median(s.rate for s in ours)
+    pairs = statistics.median(a.rate / b.rate for a, b in zip(ours, raw, strict=True))
+    lines = [
+        f"### {TITLE}",
+        "",
+        f"`python benchmarks/bench_soak.py --n {n} --rounds {rounds}`: {rounds} interleaved "
+        f"rounds of {n:,} invocations each, warm rates (first invocation's end to the last's).",
+        "",
+        "| case | median invocations/s | min | max | supervisor CPU per invocation (us) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, rows in samples.items():
+        rates = [s.rate for s in rows]
+        lines.append(
+            f"| {name} | {statistics.median(rates):,.0f} | {min(rates):,.0f} | "
+            f"{max(rates):,.0f} | {statistics.median(s.cpu_us for s in rows):.0f} |"
+        )
+    lines += [
+        "",
+        f"soak / raw loop: {ours_median / raw_median:.0%} (ratio of the medians); "
+        f"median of the {rounds} pair-by-pair ratios: {pairs:.0%}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="invocations per run")
+    parser.add_argument("--rounds", type=int, default=7, help="runs of each case, interleaved")
+    args = parser.parse_args(argv)
+    cases = {"raw loop": lambda: raw_loop(args.n), "soak": lambda: soak_loop(args.n)}
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
+    print(report(interleaved(cases, args.rounds), args.n, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
