@@ -9,11 +9,11 @@ from __future__ import annotations
 import atexit
 import os
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
-import pymysql
+import pymysql  # noqa: F401 - imported at Init, as a real function does
 
 from lambda_conn import managed_connection
+from lambda_conn.local._dsn import connect
 
 
 def _connect() -> Any:
@@ -21,25 +21,9 @@ def _connect() -> Any:
 
 
 def connect_dsn(dsn: str) -> Any:
-    """A PyMySQL connection from ``mysql://user:password@host:port/db[?ssl_ca=...]``."""
-    url = urlsplit(dsn)
-    query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-    tls: dict[str, Any] = (
-        {"ssl_ca": query["ssl_ca"], "ssl_verify_cert": True}
-        if "ssl_ca" in query
-        else {"ssl_disabled": True}
-    )
-    return pymysql.connect(
-        host=url.hostname or "127.0.0.1",
-        port=url.port or 3306,
-        user=unquote(url.username or ""),
-        password=unquote(url.password or ""),
-        database=url.path.lstrip("/") or None,
-        connect_timeout=5,
-        read_timeout=5,
-        write_timeout=5,
-        **tls,
-    )
+    """A connection from ``mysql://user:password@host:port/db[?ssl_ca=...]`` (PyMySQL) or
+    ``postgresql://...`` (psycopg): the one parser of lambda_conn/local/_dsn.py."""
+    return connect(dsn)
 
 
 def _select_one(conn: Any) -> int:
