@@ -3,7 +3,11 @@
 AWS recommends this behind RDS Proxy. The connection is opened outside any invocation
 scope (so no scope sweeps it), validated once per invocation before the handler sees it
 (a thawed container's socket may have been closed by the server or a proxy), replaced when
-older than ``max_age``, and closed at shutdown.
+older than ``max_age``, and closed at shutdown. With ``release_above``, it is also closed
+at the end of an invocation while the server reports more than that share of its
+``max_connections`` in use (sampled on the connection itself, at most every
+``sample_every`` seconds): a fleet of idle environments then gives sessions back to a
+nearly full server instead of holding them.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class ReusedConnection(Generic[T]):
         max_age: float | None = 3600.0,
         validate: Callable[[T], bool] | None = None,
         name: str | None = None,
+        release_above: float | None = None,
+        sample_every: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not callable(connect):
@@ -58,6 +64,16 @@ class ReusedConnection(Generic[T]):
             raise ConfigurationError("max_age", max_age, "a number of seconds > 0, or None")
         if validate is not None and not callable(validate):
             raise ConfigurationError("validate", validate, "a callable taking the connection")
+        if release_above is not None and (
+            not _is_number(release_above) or not 0 < release_above < 1
+        ):
+            raise ConfigurationError(
+                "release_above",
+                release_above,
+                "a share of the server's max_connections above 0 and below 1 (0.8), or None",
+            )
+        if not _is_number(sample_every) or sample_every <= 0:
+            raise ConfigurationError("sample_every", sample_every, "a number of seconds > 0")
         self._connect = connect
         self.max_age = max_age
         self._validate = validate if validate is not None else connection_alive
@@ -72,6 +88,10 @@ class ReusedConnection(Generic[T]):
         # Connections of other threads, by (invocation serial, thread): closed by the scope.
         self._extras: dict[tuple[int, int], T] = {}
         self.reconnects = 0
+        self.release_above = release_above
+        self.sample_every = sample_every
+        self._sampled_at: float | None = None  # when the server's utilisation was last read
+        self._reading: tuple[int, int] | None = None  # what it was: (in use, maximum)
         _remember(self)
 
     def __repr__(self) -> str:
@@ -186,6 +206,80 @@ class ReusedConnection(Generic[T]):
             conn = self._conn
             if conn is not None:
                 self._settle(conn, "end_of_invocation", handler_failed)
+            if self.release_above is not None and self._conn is not None:
+                self._release_if_server_full(self._conn)
+
+    def _release_if_server_full(self, conn: T) -> None:
+        """Close the kept connection (lock held) while the last sample of the server's
+        utilisation, at most ``sample_every`` seconds old, is above ``release_above``."""
+        now = self._clock()
+        if self._sampled_at is None or now - self._sampled_at >= self.sample_every:
+            self._sampled_at = now
+            self._reading = self._sample(conn)
+            if self._conn is not conn:
+                return  # the sample failed and discarded it
+        reading, threshold = self._reading, self.release_above
+        if reading is None or threshold is None or reading[1] <= 0:
+            return
+        share = reading[0] / reading[1]
+        if share <= threshold:
+            return
+        counters.released += 1
+        from lambda_conn._log import INFO, log_event
+
+        log_event(
+            INFO,
+            "reused_connection_released",
+            name=self.name,
+            share=round(share, 3),
+            threshold=threshold,
+            in_use=reading[0],
+            max_connections=reading[1],
+            sample_age_s=round(now - (self._sampled_at or now), 3),
+            why="the server is nearly out of connections: this environment reconnects on "
+            "its next invocation instead of holding a session while it waits",
+        )
+        self._close_kept()
+
+    def _sample(self, conn: T) -> tuple[int, int] | None:
+        """``(in use, max_connections)`` read on ``conn`` (lock held); None when it cannot
+        be read. Never leaves a transaction open, never raises."""
+        from lambda_conn import _utilization
+        from lambda_conn._log import WARNING, log_event
+
+        family = _utilization.family(conn)
+        if family is None:
+            log_event(
+                WARNING,
+                "reused_connection_release_unsupported",
+                name=self.name,
+                kind=kind_of(conn).name,
+                accepted="PyMySQL, mysqlclient, mysql-connector (sync), psycopg 3 or psycopg2",
+            )
+            self.release_above = None  # said once; the connection is kept as without it
+            return None
+        reading: tuple[int, int] | None = None
+        try:
+            reading = _utilization.sample(conn, family)
+        except Exception as exc:
+            log_event(
+                WARNING, "reused_connection_sample_failed", name=self.name, error=type(exc).__name__
+            )
+        self._end_sample_transaction(conn)
+        return reading
+
+    def _end_sample_transaction(self, conn: T) -> None:
+        """Roll back what the sample opened (PostgreSQL without autocommit), or discard."""
+        state = transaction_state(conn)
+        if state is None:
+            return
+        if state == OPEN:
+            try:
+                conn.rollback()  # type: ignore[attr-defined]
+                return
+            except Exception:
+                pass
+        self._discard("sample_failed")
 
     def _settle(self, conn: T, when: str, handler_failed: bool) -> None:
         """Roll back an open transaction (lock held); discard the connection if that fails."""
@@ -252,6 +346,10 @@ class ReusedConnection(Generic[T]):
             _close_failed(kind, exc)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _remember(reused: ReusedConnection[Any]) -> None:
     global _atexit_registered
     _registry.append(weakref.ref(reused))
@@ -282,13 +380,22 @@ def reused_connection(
     max_age: float | None = 3600.0,
     validate: Callable[[T], bool] | None = None,
     name: str | None = None,
+    release_above: float | None = None,
+    sample_every: float = 5.0,
 ) -> Any:
     """Keep one connection across invocations: ``db = reused_connection(lambda: connect())``
     or as a decorator on the function that connects; then ``db()`` in the handler."""
+    options: dict[str, Any] = {
+        "max_age": max_age,
+        "validate": validate,
+        "name": name,
+        "release_above": release_above,
+        "sample_every": sample_every,
+    }
     if connect is None:
 
         def decorate(fn: Callable[[], T]) -> ReusedConnection[T]:
-            return ReusedConnection(fn, max_age=max_age, validate=validate, name=name)
+            return ReusedConnection(fn, **options)
 
         return decorate
-    return ReusedConnection(connect, max_age=max_age, validate=validate, name=name)
+    return ReusedConnection(connect, **options)

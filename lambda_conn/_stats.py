@@ -14,6 +14,7 @@ class Counters:
         "leaked_descriptors",
         "opened_after_scope_closed",
         "pinning",
+        "released",
         "rollbacks",
     )
 
@@ -26,6 +27,7 @@ class Counters:
         self.opened_after_scope_closed = 0
         self.rollbacks = 0
         self.pinning = 0
+        self.released = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -37,6 +39,7 @@ class Counters:
             "opened_after_scope_closed": self.opened_after_scope_closed,
             "rollbacks": self.rollbacks,
             "pinning": self.pinning,
+            "released": self.released,
         }
 
 
@@ -45,8 +48,9 @@ counters = Counters()
 
 def stats() -> dict[str, int]:
     """Counters since the container started: invocations, connections closed, close errors,
-    connections leaked (still open after cleanup), descriptors left open (audit only),
-    connections opened from the context of an invocation that had ended (not tracked),
-    transactions a reused connection left open that were rolled back, statement classes
-    that pin an RDS Proxy connection (with the pinning check on; once per connection)."""
+        connections leaked (still open after cleanup), descriptors left open (audit only),
+        connections opened from the context of an invocation that had ended (not tracked),
+        transactions a reused connection left open that were rolled back, statement classes
+        that pin an RDS Proxy connection (with the pinning check on; once per connection), kept
+    connections released because the server was nearly full (``release_above``)."""
     return counters.snapshot()

@@ -459,11 +459,23 @@ class RDSConnector:
     # ------------------------------------------------------------------ reuse
 
     def reused(
-        self, *, max_age: float | None = 3600.0, name: str | None = None
+        self,
+        *,
+        max_age: float | None = 3600.0,
+        name: str | None = None,
+        release_above: float | None = None,
+        sample_every: float = 5.0,
     ) -> ReusedRDSConnection:
         """One connection kept across invocations (behind RDS Proxy, what AWS recommends):
-        ``db = rds.reused()`` at module level, ``conn = db(context)`` in the handler."""
-        return ReusedRDSConnection(self, max_age=max_age, name=name)
+        ``db = rds.reused()`` at module level, ``conn = db(context)`` in the handler.
+        ``release_above``/``sample_every``: as for ``reused_connection``."""
+        return ReusedRDSConnection(
+            self,
+            max_age=max_age,
+            name=name,
+            release_above=release_above,
+            sample_every=sample_every,
+        )
 
 
 class ReusedRDSConnection(ReusedConnection[Any]):
@@ -475,14 +487,25 @@ class ReusedRDSConnection(ReusedConnection[Any]):
     """
 
     def __init__(
-        self, connector: RDSConnector, *, max_age: float | None = 3600.0, name: str | None = None
+        self,
+        connector: RDSConnector,
+        *,
+        max_age: float | None = 3600.0,
+        name: str | None = None,
+        release_above: float | None = None,
+        sample_every: float = 5.0,
     ) -> None:
         if not isinstance(connector, RDSConnector):
             raise ConfigurationError("connector", connector, "an RDSConnector")
         self.connector = connector
         self._budgets = threading.local()  # per thread: each may (re)connect at once
         super().__init__(
-            self._open, max_age=max_age, name=name or f"rds:{connector.host}:{connector.port}"
+            self._open,
+            max_age=max_age,
+            name=name or f"rds:{connector.host}:{connector.port}",
+            release_above=release_above,
+            sample_every=sample_every,
+            clock=connector._clock,  # one clock for its deadlines, age and samples
         )
 
     def _open(self) -> Any:
