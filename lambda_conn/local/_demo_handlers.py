@@ -1,19 +1,26 @@
-"""The three handlers ``lambda-conn demo`` soaks. Read them: they are the story.
+"""The handlers ``lambda-conn demo`` soaks. Read them: they are the story.
 
 The database comes from ``LAMBDA_CONN_DEMO_DSN`` (``mysql://user:password@host:port/db``,
 add ``?ssl_ca=/path/ca.pem`` for verified TLS).
+
+``demo`` runs the first three in one environment (descriptors run out). ``demo --fanout``
+runs the same ``SELECT 1`` four ways in many environments at once against a server with a
+small ``max_connections`` (connections run out): ``unprotected``, ``protected`` (closed
+when each invocation ends), ``reused`` (one connection kept per environment) and
+``rds_connector`` (closed per invocation, connects retried with backoff).
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 from typing import Any
 
 import pymysql  # noqa: F401 - imported at Init, as a real function does
 
-from lambda_conn import managed_connection
-from lambda_conn.local._dsn import connect
+from lambda_conn import managed_connection, reused_connection
+from lambda_conn.local._dsn import connect, parse_dsn
 
 
 def _connect() -> Any:
@@ -57,3 +64,38 @@ def third_party_leak(event: Any, context: Any) -> dict[str, int]:
     conn = _connect()
     _HANDLES.append(open(os.devnull, "rb"))  # noqa: SIM115 - the leak is the point
     return {"value": _select_one(conn)}
+
+
+# --- demo --fanout: the same SELECT 1 in many environments at once -------------------
+
+_kept = reused_connection(_connect)
+
+
+@managed_connection
+def reused(event: Any, context: Any) -> dict[str, int]:
+    """One connection per environment, kept across invocations (validated each time): every
+    environment holds one, busy or idle, for as long as it lives."""
+    return {"value": _select_one(_kept())}
+
+
+@functools.cache
+def _rds() -> Any:
+    from lambda_conn import RDSConnector
+
+    dsn = parse_dsn(os.environ["LAMBDA_CONN_DEMO_DSN"])
+    return RDSConnector(
+        dsn.host,
+        port=dsn.port,
+        user=dsn.user,
+        password=dsn.password,
+        database=dsn.database,
+        tls="ssl_ca" in dsn.query,
+        ssl_ca=dsn.query.get("ssl_ca"),
+    )
+
+
+@managed_connection
+def rds_connector(event: Any, context: Any) -> dict[str, int]:
+    """Per invocation like ``protected``, through RDSConnector: a connect refused with
+    "too many connections" is retried with jittered backoff within the time left."""
+    return {"value": _select_one(_rds().connect(context))}
