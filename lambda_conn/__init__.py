@@ -19,6 +19,7 @@ from lambda_conn._version import __version__
 
 TYPE_CHECKING = False  # not typing's: `typing` is not imported at run time
 if TYPE_CHECKING:
+    from lambda_conn._budget import connection_budget
     from lambda_conn._guard.decorator import health_guard
     from lambda_conn._guard.factory import enable_graceful_shutdown
     from lambda_conn._kinds import Kind, reconnects
@@ -61,6 +62,7 @@ __all__ = [
     "close_reused_connections",
     "connect_mysql",
     "connection_alive",
+    "connection_budget",
     "current_scope",
     "enable_graceful_shutdown",
     "enable_pinning_check",
@@ -94,6 +96,7 @@ _LAZY = {
     "connect_mysql": "lambda_conn._tls",
     "tls_context": "lambda_conn._tls",
     "connection_alive": "lambda_conn._liveness",
+    "connection_budget": "lambda_conn._budget",
     "enable_pinning_check": "lambda_conn._pinning",
     "socket_idle_and_open": "lambda_conn._liveness",
     "Integration": "lambda_conn._registry",

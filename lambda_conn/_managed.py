@@ -77,6 +77,9 @@ class ManagedConnection:
         from lambda_conn._health import guard_for_handler
 
         guard = guard_for_handler()
+        from lambda_conn._budget import log_at_init
+
+        log_at_init()  # the connection budget, when configured (nothing per invocation)
         clients, on_leak, audit = self.clients, self.on_leak, self.audit
         if audit:
             from lambda_conn._fd_audit import safe_snapshot as snapshot

@@ -166,6 +166,33 @@ SETTINGS = (
         "and close on it the running invocation's connections (a timeout's) and the "
         "`reused_connection`s",
     ),
+    Setting(
+        "LAMBDA_CONN_RESERVED_CONCURRENCY",
+        group="budget",
+        keyword="reserved_concurrency",
+        parser="parse_whole_number",
+        default="unset: no budget",
+        accepted="the function's reserved concurrency, a whole number >= 1 (`50`): the most "
+        "execution environments Lambda runs at once, each holding its own connections",
+    ),
+    Setting(
+        "LAMBDA_CONN_MAX_CONNECTIONS",
+        group="budget",
+        keyword="max_connections",
+        parser="parse_whole_number",
+        default="unset: not compared",
+        accepted="the database's `max_connections`, a whole number >= 1 (`100`): the budget "
+        "is logged at WARNING when it is larger",
+    ),
+    Setting(
+        "LAMBDA_CONN_CONNECTIONS_PER_ENVIRONMENT",
+        group="budget",
+        keyword="connections_per_environment",
+        parser="parse_whole_number",
+        default="the `reused_connection`s declared by then, at least 1",
+        accepted="a whole number >= 1 (`2`): what one environment holds (its reused "
+        "connections and the size of its module-level pools)",
+    ),
     # Set by Lambda itself: read, never to be set by hand.
     Setting(
         "AWS_LAMBDA_RUNTIME_API",
@@ -201,7 +228,8 @@ SETTINGS = (
         group="lambda",
         parser="text",
         default="unset",
-        accepted="the metric's `FunctionName` dimension",
+        accepted="the metric's `FunctionName` dimension; set, the connection budget is "
+        "logged at Init",
     ),
     Setting(
         "AWS_REGION",
@@ -223,6 +251,7 @@ BY_NAME = {setting.name: setting for setting in SETTINGS}
 GROUPS = {
     "audit": ("Variable", "Default", "Accepted forms"),
     "health": ("Variable", "Keyword", "Default", "Accepted forms"),
+    "budget": ("Variable", "Keyword", "Default", "Accepted forms"),
     "lambda": ("Variable (set by Lambda)", "Default", "What lambda_conn reads it for"),
 }
 
@@ -251,6 +280,17 @@ def parse_bool(setting: str, value: Any) -> bool:
     from lambda_conn._errors import ConfigurationError
 
     raise ConfigurationError(setting, value, "true or false (also 1/0, yes/no, on/off)")
+
+
+def parse_whole_number(setting: str, value: Any) -> int:
+    """A whole number >= 1, as an int or its digits (``"50"``); never a bool."""
+    text = value.strip() if isinstance(value, str) else None
+    number = int(text) if text is not None and text.isdigit() and text.isascii() else value
+    if isinstance(number, int) and not isinstance(number, bool) and number >= 1:
+        return number
+    from lambda_conn._errors import ConfigurationError
+
+    raise ConfigurationError(setting, value, "a whole number >= 1")
 
 
 def markdown_table(group: str) -> str:

@@ -71,6 +71,9 @@ def test_the_code_reads_exactly_the_variables_of_the_table(
     from lambda_conn._pinning import enable_from_environment
 
     enable_from_environment()  # LAMBDA_CONN_PINNING_CHECK
+    from lambda_conn._budget import compute
+
+    assert compute() is None  # the connection budget's variables, AWS_LAMBDA_FUNCTION_NAME
     assert environ.read == set(BY_NAME), environ.read ^ set(BY_NAME)
 
 
@@ -86,7 +89,7 @@ def test_health_guard_takes_exactly_the_tables_keywords_in_its_order() -> None:
     assert keywords == [s.keyword for s in in_group("health")] == list(KEYWORDS)
 
 
-@pytest.mark.parametrize("group", ["audit", "health", "lambda"])
+@pytest.mark.parametrize("group", ["audit", "health", "budget", "lambda"])
 def test_the_docs_tables_are_rendered_from_the_table(group: str) -> None:
     table = markdown_table(group)
     assert len(table.splitlines()) == 2 + len(in_group(group))
