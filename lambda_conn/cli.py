@@ -14,7 +14,8 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["build_parser", "main"]
 
@@ -58,6 +59,22 @@ def _timeout_s(value: str) -> float:
     return number
 
 
+def _seconds_at_least(zero_ok: bool) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok):
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not accepted: expected seconds, a number "
+                + ("0 or more" if zero_ok else "more than 0")
+            )
+        return number
+
+    return parse
+
+
 def _env_pair(value: str) -> tuple[str, str]:
     key, sep, val = value.partition("=")
     if not sep or not key:
@@ -75,6 +92,15 @@ timings in the summary:
 """
 
 
+FLEET = """
+with --concurrency above 1 (or --ramp, --idle) the summary adds: environments created,
+peak concurrent environments, failures for "too many connections" (MySQL 1040,
+PostgreSQL 53300) in rows of their own, RDSConnector retries logged by the function, and
+the supervisor's own memory. The first invocation runs alone: a concurrency whose
+environments would not fit in the memory available is refused with the number that fits.
+"""
+
+
 def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "soak",
@@ -83,12 +109,37 @@ def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "invocations, with Lambda's descriptor, memory and time limits; print a summary "
         "headed by the handler and its settings, and the first message of each failure type.",
         epilog=TIMINGS
+        + FLEET
         + "\nexit status: 0 when every invocation succeeded; 1 when any failed or the soak\n"
-        "stopped early; 2 for a usage error; 130 when interrupted.",
+        "stopped early; 2 for a usage error or a concurrency the machine's memory cannot\n"
+        "hold; 130 when interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("handler", metavar="MODULE:FUNCTION", help="also MODULE.FUNCTION (Lambda form)")
     p.add_argument("-n", "--invocations", dest="n", type=_positive_int, required=True, metavar="N")
+    p.add_argument(
+        "-c",
+        "--concurrency",
+        type=_positive_int,
+        default=1,
+        metavar="C",
+        help="concurrent callers (default 1: one environment); environments are created as "
+        "Lambda does, a new one only when every warm one is busy, up to C",
+    )
+    p.add_argument(
+        "--ramp",
+        type=_seconds_at_least(zero_ok=True),
+        metavar="S",
+        help="seconds to reach full concurrency: callers join one by one, concurrency "
+        "rising linearly from 1 to C over S seconds (needs C above 1)",
+    )
+    p.add_argument(
+        "--idle",
+        type=_seconds_at_least(zero_ok=False),
+        metavar="S",
+        help="after half the invocations, keep every environment frozen S seconds (what "
+        "dies while frozen: idle timeouts, NAT flows)",
+    )
     p.add_argument("--memory", type=_memory_mb, default=128, metavar="MB", help="default 128")
     p.add_argument("--timeout", type=_timeout_s, default=3.0, metavar="S", help="default 3")
     p.add_argument("--event", metavar="FILE", help="JSON event sent to every invocation")
@@ -145,6 +196,7 @@ def _check_output(parser: argparse.ArgumentParser, option: str, path: str | None
 def _run_soak(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.subparser
     from lambda_conn.local import (
+        FleetInterrupted,
         HandlerSpecError,
         ProgressBar,
         SoakInterrupted,
@@ -190,33 +242,66 @@ def _run_soak(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             parser.error(f"argument --event: cannot read JSON from {args.event!r}: {exc}")
 
+    if args.ramp and args.concurrency == 1:
+        parser.error(
+            f"argument --ramp: {args.ramp:g} is not accepted with --concurrency 1: a ramp "
+            "raises concurrency from 1 to C; expected --concurrency above 1"
+        )
+    if args.idle is not None and args.n < 2:
+        parser.error(
+            f"argument --idle: {args.idle:g} is not accepted with -n {args.n}: the freeze "
+            "comes after half of the invocations; expected -n 2 or more"
+        )
+    fleet = args.concurrency > 1 or args.ramp is not None or args.idle is not None
+
     bar = ProgressBar(args.n, quiet=args.quiet)
     interrupted = False
+    report: Any
+    extra: list[tuple[str, str]] = []
     with contextlib.ExitStack() as stack:
         logs = stack.enter_context(open(args.logs, "ab")) if args.logs else subprocess.DEVNULL
+        options: dict[str, Any] = {
+            "event": event,
+            "handler_dir": handler_dir,
+            "memory_mb": args.memory,
+            "timeout_s": args.timeout,
+            "env": dict(args.env),
+            "output": logs,
+            "progress": bar,
+            "keep_responses": args.keep_responses,
+        }
         try:
-            report = soak(
-                args.handler,
-                args.n,
-                event=event,
-                handler_dir=handler_dir,
-                memory_mb=args.memory,
-                timeout_s=args.timeout,
-                env=dict(args.env),
-                output=logs,
-                progress=bar,
-                keep_responses=args.keep_responses,
-            )
-        except SoakInterrupted as exc:  # Ctrl-C: still show what was measured
+            if fleet:
+                from lambda_conn.local import CapacityError, fleet_soak
+
+                try:
+                    report = fleet_soak(
+                        args.handler,
+                        args.n,
+                        concurrency=args.concurrency,
+                        ramp_s=args.ramp,
+                        idle_s=args.idle,
+                        **options,
+                    )
+                except CapacityError as exc:
+                    parser.error(f"argument --concurrency: {exc}")
+            else:
+                report = soak(args.handler, args.n, **options)
+        except (SoakInterrupted, FleetInterrupted) as exc:  # Ctrl-C: show what was measured
             report, interrupted = exc.report, True
         finally:
             bar.finish()
+    if fleet:
+        from lambda_conn.local import fleet_rows
+
+        extra = fleet_rows(report.fleet)
     print(
         format_table(
             report.summary,
             rate=report.rate,
             memory_mb=args.memory,
             heading=_heading(args, handler_dir),
+            extra=extra,
         )
     )
     if report.stopped_early:
@@ -240,8 +325,14 @@ def _run_soak(args: argparse.Namespace) -> int:
 
 def _heading(args: argparse.Namespace, handler_dir: str) -> list[str]:
     """What was soaked and how: the handler and every setting (env values not shown)."""
-    settings = [
-        f"{args.n} invocations",
+    settings = [f"{args.n} invocations"]
+    if args.concurrency > 1 or args.ramp is not None or args.idle is not None:
+        settings.append(f"concurrency {args.concurrency}")
+        if args.ramp is not None:
+            settings.append(f"ramp {args.ramp:g} s")
+        if args.idle is not None:
+            settings.append(f"idle {args.idle:g} s")
+    settings += [
         f"memory {args.memory} MB",
         f"timeout {args.timeout:g} s",
         f"event {args.event}" if args.event else "event null",

@@ -3,6 +3,9 @@
 Import cost is paid only by tests and the CLI: ``lambda_conn`` never imports this package.
 """
 
+from lambda_conn.local._capacity import CapacityError
+from lambda_conn.local._fleet import FleetInterrupted, FleetReport, fleet_soak
+from lambda_conn.local._fleet_report import FleetSummary, fleet_rows
 from lambda_conn.local._handler_spec import (
     HandlerSpec,
     HandlerSpecError,
@@ -17,6 +20,10 @@ from lambda_conn.local._report import SoakSummary, format_table, summarize
 from lambda_conn.local._soak import SoakInterrupted, SoakReport, soak
 
 __all__ = [
+    "CapacityError",
+    "FleetInterrupted",
+    "FleetReport",
+    "FleetSummary",
     "HandlerSpec",
     "HandlerSpecError",
     "InvocationRecord",
@@ -28,6 +35,8 @@ __all__ = [
     "SoakReport",
     "SoakSummary",
     "check_importable",
+    "fleet_rows",
+    "fleet_soak",
     "format_table",
     "parse_handler",
     "render_svg",

@@ -24,7 +24,7 @@ from lambda_conn.local._constants import FD_LIMIT, INTERNAL_EXTENSION_GRACE_S, P
 from lambda_conn.local._records import ShutdownRecord
 from lambda_conn.local._state import SandboxState
 
-__all__ = ["ExecutionEnvironment"]
+__all__ = ["EnvironmentThread", "ExecutionEnvironment"]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # Bound before fork: the child runs no Python of ours between fork and exec but these
@@ -39,13 +39,28 @@ def _limit_fds_and_die_with_supervisor(supervisor: int) -> None:
 
     Without the second, a supervisor killed or ended by ``os._exit`` leaves a frozen
     runtime stopped for ever, or a running one spinning. Only for a runtime started from
-    the main thread: the kernel sends the signal when the *thread* that forked exits.
-    A supervisor that died before the prctl took effect is caught by the ppid check.
+    the main thread or an ``EnvironmentThread``: the kernel sends the signal when the
+    *thread* that forked exits. A supervisor that died before the prctl took effect is
+    caught by the ppid check.
     """
     _LIMIT_FDS()
     _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
     if os.getppid() != supervisor:
         os._exit(1)
+
+
+class EnvironmentThread(threading.Thread):
+    """A thread that promises to outlive every runtime it starts (a fleet soak's caller).
+
+    Runtimes started from it die with the supervisor like those started from the main
+    thread; from any other thread they get no death signal, because one sent when a
+    short-lived thread ends would SIGKILL a runtime still in use.
+    """
+
+
+def _dies_with_forking_thread() -> bool:
+    thread = threading.current_thread()
+    return thread is threading.main_thread() or isinstance(thread, EnvironmentThread)
 
 
 _SETTLE_S = 0.05
@@ -106,7 +121,7 @@ class ExecutionEnvironment:
                 stderr=self._output,
                 start_new_session=True,
                 preexec_fn=functools.partial(_limit_fds_and_die_with_supervisor, os.getpid())
-                if threading.current_thread() is threading.main_thread()
+                if _dies_with_forking_thread()
                 else _LIMIT_FDS,
             )
         except BaseException:
@@ -159,6 +174,11 @@ class ExecutionEnvironment:
         return self.last_fds, self.last_rss
 
     # ------------------------------------------------------------------ endings
+    def kill_now(self) -> None:
+        """SIGKILL the group without waiting or reaping, from any thread: an invoke in
+        progress then sees the runtime exit and ends as usual (a fleet's Ctrl-C)."""
+        self._signal_group(signal.SIGKILL)
+
     def kill(self, reason: str) -> ShutdownRecord:
         """SIGKILL the group now (the OOM killer, a dead runtime's leftovers)."""
         start = time.perf_counter()

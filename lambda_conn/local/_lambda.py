@@ -141,6 +141,13 @@ class LocalLambda:
             finally:
                 atexit.unregister(self._kill_at_exit)
 
+    def abort(self) -> None:
+        """SIGKILL the current environment now, from any thread and without the lock: an
+        invoke in progress ends as a crash and the environment resets (a fleet's Ctrl-C)."""
+        env = self._env
+        if env is not None:
+            env.kill_now()
+
     def __enter__(self) -> LocalLambda:
         return self
 

@@ -1,9 +1,11 @@
 """Read the function's output on its way to where the soak sends it, counting events.
 
 The runtime writes lambda_conn's JSON log lines to its stdout, as in Lambda. The soak
-counts some of them (``rds_proxy_pinning``) for its summary: the runtime's stdout and
-stderr go into a pipe, and one thread forwards every byte to the caller's ``output``
-(a file, a descriptor, ours when None, nowhere for DEVNULL) and counts lines per event.
+counts some of them (``rds_proxy_pinning``, ``rds_connect_retry``) for its summary: the
+runtime's stdout and stderr go into a pipe, and one thread forwards every byte to the
+caller's ``output`` (a file, a descriptor, ours when None, nowhere for DEVNULL) and counts
+lines per event. A fleet's environments share one pipe: a line written at once, up to
+PIPE_BUF (4 KB), never interleaves with another's.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import threading
 from collections import Counter
 from typing import IO, Any
 
-#: The events counted, and the field that breaks each down.
-COUNTED = {"rds_proxy_pinning": "statement_class"}
+#: The events counted, and the field that breaks each down: RDS Proxy pinning by
+#: statement class, RDSConnector's retries (one line per failed attempt it retries) by
+#: the error's code (1040, 53300, 2003...).
+COUNTED = {"rds_proxy_pinning": "statement_class", "rds_connect_retry": "code"}
 
 
 class LogTap:

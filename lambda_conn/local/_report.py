@@ -5,14 +5,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lambda_conn.local._constants import FD_LIMIT
 from lambda_conn.local._records import InvocationRecord
 
-__all__ = ["SoakSummary", "format_failures", "format_table", "percentile", "summarize"]
+__all__ = [
+    "SoakSummary",
+    "failure_type",
+    "format_failures",
+    "format_table",
+    "percentile",
+    "summarize",
+]
 
 _MESSAGE_CHARS = 300  # of a failure message under the table (all of it is in --json)
 
@@ -61,14 +68,25 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     return ordered[rank - 1]
 
 
+def failure_type(record: InvocationRecord) -> str:
+    """The key a failure is counted under: its error type, or its outcome without one."""
+    return record.error_type or record.outcome
+
+
 def summarize(
-    records: Sequence[InvocationRecord], pinning: dict[str, int] | None = None
+    records: Sequence[InvocationRecord],
+    pinning: dict[str, int] | None = None,
+    *,
+    kind_of: Callable[[InvocationRecord], str] = failure_type,
 ) -> SoakSummary:
-    failures = Counter(r.error_type or r.outcome for r in records if not r.ok)
+    """``kind_of`` names each failure's row (a fleet separates "too many connections")."""
+    failures = Counter(kind_of(r) for r in records if not r.ok)
     first_failures: dict[str, dict[str, Any]] = {}
     for r in records:
-        kind = r.error_type or r.outcome
-        if not r.ok and kind not in first_failures:
+        if r.ok:
+            continue
+        kind = kind_of(r)
+        if kind not in first_failures:
             first_failures[kind] = {"invocation": r.index + 1, "message": r.error_message}
     durations = [r.duration_ms for r in records]
     responses = [r.response_ms for r in records if r.response_ms is not None]
@@ -104,9 +122,11 @@ def format_table(
     rate: float | None = None,
     memory_mb: int | None = None,
     heading: Sequence[str] = (),
+    extra: Sequence[tuple[str, str]] = (),
 ) -> str:
     """A two-column table for a terminal, under ``heading`` (what was soaked, and how);
-    failures are broken down by error type, and the first message of each type follows."""
+    failures are broken down by error type, and the first message of each type follows.
+    ``extra`` rows (a fleet's) go before the throughput."""
     rows: list[tuple[str, str]] = [
         ("invocations", str(summary.invocations)),
         ("succeeded", str(summary.succeeded)),
@@ -135,6 +155,7 @@ def format_table(
         ("RDS Proxy pinning (logged)", str(summary.pinning)),
     ]
     rows += [(f"  {kind}", str(count)) for kind, count in summary.pinning_classes.items()]
+    rows += extra
     if rate is not None:
         rows.append(("throughput", f"{rate:.0f} invocations/s"))
     width = max(len(name) for name, _ in rows)

@@ -1,0 +1,445 @@
+"""A fleet soak: N concurrent callers, execution environments created as Lambda creates them.
+
+The outage that fan-out causes is not in one environment: each of 50 environments opens
+(and, with reuse, keeps) its own connections and the shared database runs out. This runs
+the function in as many real awslambdaric environments as the concurrency needs, each its
+own process group with Lambda's limits, frozen between its invocations and reset on its
+own, and keeps what a single-environment soak keeps plus the fleet's numbers.
+
+Threads: one long-lived ``EnvironmentThread`` per caller. An environment is forked by the
+caller whose request needed it and may later serve other callers, so no caller thread
+ends before every environment is gone: the runtime's death signal (PR_SET_PDEATHSIG,
+sent when the forking *thread* exits) then fires only when the supervisor itself dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import threading
+import time
+from array import array
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lambda_conn.local._capacity import available_memory, check_capacity
+from lambda_conn.local._environment import EnvironmentThread, Output
+from lambda_conn.local._fleet_pool import EnvironmentPool, Schedule, Slot, check_fleet_options
+from lambda_conn.local._fleet_report import FleetSummary, fleet_failure_kind, too_many_connections
+from lambda_conn.local._lambda import LocalLambda
+from lambda_conn.local._logtap import LogTap
+from lambda_conn.local._records import InvocationRecord, ShutdownRecord
+from lambda_conn.local._report import SoakSummary, summarize
+
+__all__ = ["FleetInterrupted", "FleetReport", "fleet_soak"]
+
+Progress = Callable[[int, InvocationRecord], None]
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_ABORT_POLL_S = 0.05
+
+
+def _own_rss() -> int | None:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class FleetReport:
+    """Records (in invocation order), shutdowns, the soak's summary and the fleet's."""
+
+    handler: str
+    memory_mb: int
+    timeout_s: float
+    wall_s: float
+    records: list[InvocationRecord]
+    shutdowns: list[ShutdownRecord]
+    #: When each record's invocation was sent, in seconds after the soak started
+    #: (``started_at``, ``time.monotonic()``), parallel to ``records``.
+    started_s: array[float]
+    started_at: float
+    fleet: FleetSummary
+    stopped_early: str | None = None
+    pinning: dict[str, int] = field(default_factory=dict)
+    #: (start, end) seconds of the --idle freeze, when there was one.
+    idle_window: tuple[float, float] | None = None
+    summary: SoakSummary = field(init=False)
+
+    def __post_init__(self) -> None:
+        summary = summarize(self.records, self.pinning, kind_of=fleet_failure_kind)
+        object.__setattr__(self, "summary", summary)
+
+    @property
+    def rate(self) -> float:
+        """Invocations per second of wall time, cold starts (and any --idle) included."""
+        return len(self.records) / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def failed(self) -> bool:
+        """True when any invocation failed as its caller saw it."""
+        return self.summary.failed > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "handler": self.handler,
+            "memory_mb": self.memory_mb,
+            "timeout_s": self.timeout_s,
+            "wall_s": self.wall_s,
+            "invocations_per_s": self.rate,
+            "stopped_early": self.stopped_early,
+            "summary": self.summary.to_dict(),
+            "fleet": self.fleet.to_dict(),
+            "idle_window_s": None if self.idle_window is None else list(self.idle_window),
+            "records": [
+                {**r.to_dict(), "started_s": round(t, 6)}
+                for r, t in zip(self.records, self.started_s, strict=True)
+            ],
+            "shutdowns": [s.to_dict() for s in self.shutdowns],
+        }
+
+
+class FleetInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a fleet soak, with what it recorded (``.report``), every environment
+    and its children killed."""
+
+    def __init__(self, report: FleetReport) -> None:
+        super().__init__(f"fleet soak interrupted after {len(report.records)} invocations")
+        self.report = report
+
+
+class _Collector:
+    """Takes each finished invocation's record, compactly: one soak of 10,000 keeps 10,000.
+
+    A successful response is dropped unless kept on purpose; the error type, message and
+    stack of a failure are shared with every identical one (a fan-out outage fails the
+    same way thousands of times).
+    """
+
+    def __init__(
+        self,
+        *,
+        keep_responses: bool,
+        progress: Progress | None,
+        max_init_failures: int | None,
+        stop: threading.Event,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._keep = keep_responses
+        self._progress = progress
+        self._max_init_failures = max_init_failures
+        self._stop = stop
+        self.records: list[InvocationRecord] = []
+        self.started: array[float] = array("d")
+        self.environments = 0
+        self.replaced = 0
+        self.stopped: str | None = None
+        self.first_rss: int | None = None
+        self._init_failures = 0
+        self._strings: dict[str, str] = {}
+        self._stacks: dict[tuple[str, ...], list[str]] = {}
+
+    def _share(self, text: str | None) -> str | None:
+        return None if text is None else self._strings.setdefault(text, text)
+
+    def _share_value(self, value: Any) -> Any:
+        """The one kept copy of an equal string or list of strings (a stack trace)."""
+        if isinstance(value, str):
+            return self._strings.setdefault(value, value)
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return self._stacks.setdefault(tuple(value), value)
+        return value
+
+    def add(self, index: int, slot: Slot, record: InvocationRecord, started: float) -> None:
+        with self._lock:
+            if record.cold_start:
+                self.environments += 1
+                self.replaced += bool(slot.numbers)
+                slot.numbers[record.environment] = self.environments
+            response = record.response
+            if not record.ok and isinstance(response, dict):
+                response = {key: self._share_value(value) for key, value in response.items()}
+            elif not self._keep:
+                response = None
+            stack = record.stack_trace
+            record = dataclasses.replace(
+                record,
+                index=index,
+                environment=slot.numbers.get(record.environment, 0),
+                response=response,
+                error_type=self._share(record.error_type),
+                error_message=self._share(record.error_message),
+                stack_trace=None if stack is None else self._share_value(stack),
+            )
+            self.records.append(record)
+            self.started.append(started)
+            if self.first_rss is None:
+                self.first_rss = record.rss_bytes or 0
+            if self._progress is not None:
+                self._progress(len(self.records), record)
+            failed_init = record.reset_reason == "init_error"
+            self._init_failures = self._init_failures + 1 if failed_init else 0
+            limit = self._max_init_failures
+            if limit is not None and self._init_failures >= limit and self.stopped is None:
+                self.stopped = (
+                    f"Init failed {self._init_failures} times in a row: {record.error_type}: "
+                    f"{record.error_message}"
+                )
+                self._stop.set()
+
+    def in_order(self) -> tuple[list[InvocationRecord], array[float]]:
+        """Records and start times by invocation index (they finish out of order)."""
+        order = sorted(range(len(self.records)), key=lambda i: self.records[i].index)
+        return [self.records[i] for i in order], array("d", (self.started[i] for i in order))
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Ctrl-C ignored while the fleet tears down: a second one must not leave environments
+    frozen behind (on the main thread only, where Python handles signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Fleet:
+    def __init__(
+        self,
+        make: Callable[[], LocalLambda],
+        *,
+        n: int,
+        concurrency: int,
+        ramp_s: float | None,
+        idle_s: float | None,
+        event: Any,
+        collector_options: dict[str, Any],
+    ) -> None:
+        self.stop = threading.Event()
+        self.pool = EnvironmentPool(make, concurrency)
+        self.schedule = Schedule(n, concurrency, ramp_s=ramp_s, idle_s=idle_s, stop=self.stop)
+        self.collector = _Collector(stop=self.stop, **collector_options)
+        self.event = event
+        self.concurrency = concurrency
+        self._cond = threading.Condition()
+        self._callers: list[EnvironmentThread] = []
+        self._finished = 0
+        self._release = threading.Event()
+        self.probed = threading.Event()
+        self.error: BaseException | None = None
+
+    # ------------------------------------------------------------------- callers
+    def start_caller(self, k: int) -> None:
+        thread = EnvironmentThread(
+            target=self._call, args=(k,), name=f"lambda_conn-fleet-caller-{k}", daemon=True
+        )
+        self._callers.append(thread)
+        thread.start()
+
+    def _call(self, k: int) -> None:
+        try:
+            if self.schedule.wait_to_join(k):
+                while (index := self.schedule.take()) is not None:
+                    self._invoke(index)
+                    self.probed.set()
+        except BaseException as exc:  # reported by the main thread after teardown
+            self.error = self.error or exc
+            self.stop.set()
+        finally:
+            self.probed.set()
+            with self._cond:
+                self._finished += 1
+                self._cond.notify_all()
+            # Runtimes this thread forked die with it: it ends only after all are gone.
+            self._release.wait()
+
+    def _invoke(self, index: int) -> None:
+        slot = self.pool.acquire()
+        started = time.monotonic() - self.schedule.started_at
+        record: InvocationRecord | None = None
+        try:
+            record = slot.fn.invoke(self.event)
+        finally:
+            slot.fn.records.clear()  # the collector keeps the one compact copy
+            self.pool.release(slot, reset=record is None or record.reset_reason is not None)
+            self.schedule.done()
+        self.collector.add(index, slot, record, started)
+
+    # -------------------------------------------------------------- main thread
+    def wait_probe(self) -> None:
+        while not self.probed.wait(0.1):
+            pass
+
+    def wait_callers(self) -> None:
+        with self._cond:
+            while self._finished < len(self._callers):
+                self._cond.wait(0.1)
+
+    def teardown(self, *, abort: bool) -> None:
+        """Stop handing out work; on abort SIGKILL every environment until every caller
+        is back; then shut every environment down and let the callers end."""
+        with _sigint_deferred():
+            self.stop.set()
+            while True:
+                if abort:
+                    self.pool.abort_all()
+                with self._cond:
+                    if self._finished >= len(self._callers):
+                        break
+                    self._cond.wait(_ABORT_POLL_S)
+            closers = [
+                threading.Thread(target=slot.fn.close, name="lambda_conn-fleet-close")
+                for slot in self.pool.slots
+            ]
+            for closer in closers:
+                closer.start()
+            for closer in closers:
+                closer.join()
+            self._release.set()
+            for caller in self._callers:
+                caller.join()
+
+    def shutdowns(self) -> list[ShutdownRecord]:
+        return [
+            dataclasses.replace(s, environment=slot.numbers.get(s.environment, 0))
+            for slot in self.pool.slots
+            for s in slot.fn.shutdowns
+        ]
+
+
+def fleet_soak(
+    handler: str,
+    n: int,
+    *,
+    concurrency: int,
+    ramp_s: float | None = None,
+    idle_s: float | None = None,
+    event: Any = None,
+    handler_dir: str | os.PathLike[str] | None = None,
+    memory_mb: int = 128,
+    timeout_s: float = 3.0,
+    env: Mapping[str, str] | None = None,
+    output: Output = None,
+    progress: Progress | None = None,
+    keep_responses: bool = False,
+    max_init_failures: int | None = 10,
+) -> FleetReport:
+    """Invoke ``handler`` ``n`` times from ``concurrency`` concurrent callers.
+
+    Each caller sends one request at a time; a request goes to a warm idle environment,
+    or to a new one when every warm one is busy (so at most ``concurrency`` exist). The
+    first invocation runs alone: its environment's resident memory tells how many fit in
+    the memory available, and a larger ``concurrency`` raises ``CapacityError`` (a
+    ValueError) before any other environment starts. ``ramp_s``: callers join one by
+    one, concurrency rising linearly from 1 to ``concurrency`` over that many seconds.
+    ``idle_s``: after half the invocations, every environment is frozen that long.
+    Ctrl-C raises ``FleetInterrupted`` with the records so far, every environment gone.
+    Other options are ``soak()``'s.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n={n!r} is not accepted: expected a positive integer")
+    concurrency, ramp, idle = check_fleet_options(concurrency, ramp_s, idle_s, n)
+    if max_init_failures is not None and (
+        isinstance(max_init_failures, bool)
+        or not isinstance(max_init_failures, int)
+        or max_init_failures <= 0
+    ):
+        raise ValueError(
+            f"max_init_failures={max_init_failures!r} is not accepted: expected a positive "
+            "integer or None"
+        )
+    rss_start = _own_rss()
+    available = available_memory()
+    with LogTap(output) as tap:
+        options: dict[str, Any] = {
+            "handler_dir": handler_dir,
+            "memory_mb": memory_mb,
+            "timeout_s": timeout_s,
+            "env": env,
+            "output": tap.fd,
+        }
+        first = LocalLambda(handler, **options)  # validates every setting here, at once
+        spare = [first]
+
+        def make() -> LocalLambda:
+            return spare.pop() if spare else LocalLambda(handler, **options)
+
+        fleet = _Fleet(
+            make,
+            n=n,
+            concurrency=concurrency,
+            ramp_s=ramp,
+            idle_s=idle,
+            event=event,
+            collector_options={
+                "keep_responses": keep_responses,
+                "progress": progress,
+                "max_init_failures": max_init_failures,
+            },
+        )
+        interrupted = False
+        normal_end = False
+        start = time.perf_counter()
+        try:
+            fleet.start_caller(0)
+            fleet.wait_probe()
+            if not fleet.stop.is_set():
+                check_capacity(
+                    concurrency,
+                    per_environment=fleet.collector.first_rss or None,
+                    available=available,
+                    handler=first.config.spec.lambda_form,
+                )
+            for k in range(1, concurrency):
+                fleet.start_caller(k)
+            fleet.wait_callers()
+            normal_end = True
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            wall = time.perf_counter() - start
+            fleet.teardown(abort=not normal_end)
+            first.close()  # when no request ever reached it (safe twice)
+    if fleet.error is not None:
+        raise fleet.error
+    collector = fleet.collector
+    records, started = collector.in_order()
+    summary = FleetSummary(
+        concurrency=concurrency,
+        ramp_s=ramp,
+        idle_s=idle,
+        environments_created=collector.environments,
+        environments_replaced=collector.replaced,
+        peak_environments=fleet.pool.peak_live,
+        too_many_connections=sum(too_many_connections(r) for r in records),
+        rds_retries=sum(tap.classes["rds_connect_retry"].values()),
+        rds_retries_by_code=dict(tap.classes["rds_connect_retry"].most_common()),
+        idle_after=None if fleet.schedule.idle_window is None else n // 2,
+        supervisor_rss_start_bytes=rss_start,
+        supervisor_rss_end_bytes=_own_rss(),
+    )
+    report = FleetReport(
+        handler=first.config.spec.lambda_form,
+        memory_mb=first.config.memory_mb,
+        timeout_s=first.config.timeout_s,
+        wall_s=wall,
+        records=records,
+        shutdowns=fleet.shutdowns(),
+        started_s=started,
+        started_at=fleet.schedule.started_at,
+        fleet=summary,
+        stopped_early="interrupted" if interrupted else collector.stopped,
+        pinning=dict(tap.classes["rds_proxy_pinning"]),
+        idle_window=fleet.schedule.idle_window,
+    )
+    if interrupted:
+        raise FleetInterrupted(report)
+    return report

@@ -1,0 +1,205 @@
+"""The fleet's environments and its work: which environment takes the next request, when.
+
+Lambda routes a request to a warm, idle execution environment and creates a new one only
+when every warm one is busy, up to the function's concurrency. Here each environment slot
+is one ``LocalLambda`` (one environment at a time, frozen between its invocations, reset
+on its own); a slot whose environment was reset starts a new one on its next request.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lambda_conn.local._lambda import LocalLambda
+
+__all__ = ["EnvironmentPool", "Schedule", "Slot"]
+
+
+@dataclass(eq=False)
+class Slot:
+    """One place for an execution environment, and the numbers of those it held."""
+
+    fn: LocalLambda
+    #: True while an environment exists in it (warm, or starting for the invoke under way).
+    live: bool = False
+    #: LocalLambda's generation -> the fleet's environment number (from 1).
+    numbers: dict[int, int] = field(default_factory=dict)
+
+
+class EnvironmentPool:
+    """Hands out slots as Lambda routes requests; counts environments alive at once."""
+
+    def __init__(self, make: Callable[[], LocalLambda], limit: int) -> None:
+        self._make = make
+        self._limit = limit
+        self._cond = threading.Condition()
+        self.slots: list[Slot] = []
+        self._warm: list[Slot] = []  # idle, with a frozen environment (most recent last)
+        self._empty: list[Slot] = []  # idle, their environment reset
+        self.live = 0
+        self.peak_live = 0
+
+    def acquire(self) -> Slot:
+        """A warm idle slot if any; else an empty one (a new environment starts in it on
+        invoke), else a new slot while fewer than the limit exist; else wait for one."""
+        with self._cond:
+            while True:
+                if self._warm:
+                    return self._warm.pop()  # the most recently used, as a warm cache
+                slot: Slot | None = None
+                if self._empty:
+                    slot = self._empty.pop()
+                elif len(self.slots) < self._limit:
+                    slot = Slot(self._make())
+                    self.slots.append(slot)
+                if slot is not None:
+                    slot.live = True  # its invoke will start an environment
+                    self.live += 1
+                    self.peak_live = max(self.peak_live, self.live)
+                    return slot
+                self._cond.wait()
+
+    def release(self, slot: Slot, *, reset: bool) -> None:
+        """Back to idle: warm, or empty when its environment was thrown away."""
+        with self._cond:
+            if reset and slot.live:
+                slot.live = False
+                self.live -= 1
+            (self._warm if slot.live else self._empty).append(slot)
+            self._cond.notify()
+
+    def abort_all(self) -> None:
+        """SIGKILL every environment, busy or frozen (Ctrl-C)."""
+        for slot in list(self.slots):
+            slot.fn.abort()
+
+
+class Schedule:
+    """Which invocation comes next, and when a caller may ask for it.
+
+    ``ramp_s``: caller ``k`` of ``concurrency`` joins at ``ramp_s * k / (concurrency - 1)``
+    seconds, so concurrency rises linearly from 1 to ``concurrency`` over ``ramp_s``.
+    ``idle_s``: once half the invocations have been handed out, no more are until every
+    one in flight has ended; then every environment stays frozen for ``idle_s`` seconds.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        concurrency: int,
+        *,
+        ramp_s: float | None,
+        idle_s: float | None,
+        stop: threading.Event,
+    ) -> None:
+        self.n = n
+        self.concurrency = concurrency
+        self.ramp_s = ramp_s or 0.0
+        self.idle_s = idle_s
+        self.stop = stop
+        self._cond = threading.Condition()
+        self._next = 0
+        self._in_flight = 0
+        self._idle_at = n // 2 if idle_s is not None else -1
+        self._idling = False
+        #: (start, end) of the freeze in seconds on the schedule's clock, once done.
+        self.idle_window: tuple[float, float] | None = None
+        self.started_at = time.monotonic()
+
+    def join_time(self, caller: int) -> float:
+        """Seconds after the start when caller ``caller`` (from 0) begins asking."""
+        if self.concurrency <= 1 or not self.ramp_s:
+            return 0.0
+        return self.ramp_s * caller / (self.concurrency - 1)
+
+    def wait_to_join(self, caller: int) -> bool:
+        """Sleep until the caller's turn to join; False when the soak stopped meanwhile."""
+        delay = self.started_at + self.join_time(caller) - time.monotonic()
+        return not self.stop.wait(delay) if delay > 0 else not self.stop.is_set()
+
+    def take(self) -> int | None:
+        """The next invocation's index (from 0), or None when there is no more work."""
+        with self._cond:
+            while True:
+                if self.stop.is_set() or self._next >= self.n:
+                    return None
+                if self._next != self._idle_at or self.idle_window is not None:
+                    break
+                if self._idling or self._in_flight:
+                    self._cond.wait(0.1)
+                    continue
+                self._idle_locked()
+            index = self._next
+            self._next += 1
+            self._in_flight += 1
+            return index
+
+    def _idle_locked(self) -> None:
+        """Every environment is frozen now (nothing in flight): keep them so for idle_s."""
+        assert self.idle_s is not None
+        self._idling = True
+        start = time.monotonic()
+        self._cond.release()
+        try:
+            self.stop.wait(self.idle_s)
+        finally:
+            self._cond.acquire()
+        self._idling = False
+        self.idle_window = (start - self.started_at, time.monotonic() - self.started_at)
+        self._cond.notify_all()
+
+    def done(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    @property
+    def handed_out(self) -> int:
+        return self._next
+
+
+def check_fleet_options(
+    concurrency: object, ramp_s: object, idle_s: object, n: int
+) -> tuple[int, float | None, float | None]:
+    """The fleet's options validated: ValueError naming the setting, value and what is
+    accepted."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(
+            f"concurrency={concurrency!r} is not accepted: expected an integer >= 1 (the "
+            "number of concurrent callers, hence of execution environments at most)"
+        )
+    ramp = _seconds("ramp_s", ramp_s, zero_ok=True)
+    if ramp and concurrency == 1:
+        raise ValueError(
+            f"ramp_s={ramp_s!r} is not accepted with concurrency=1: a ramp raises concurrency "
+            "from 1 to concurrency; expected None or a concurrency above 1"
+        )
+    idle = _seconds("idle_s", idle_s, zero_ok=False)
+    if idle is not None and n < 2:
+        raise ValueError(
+            f"idle_s={idle_s!r} is not accepted with n={n}: the freeze comes after half of "
+            "the invocations; expected n >= 2"
+        )
+    return concurrency, ramp, idle
+
+
+def _seconds(name: str, value: object, *, zero_ok: bool) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero_ok)
+    ):
+        accepted = "0 or more" if zero_ok else "more than 0"
+        raise ValueError(
+            f"{name}={value!r} is not accepted: expected None or seconds, a finite number "
+            f"{accepted}"
+        )
+    return float(value)

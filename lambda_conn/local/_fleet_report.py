@@ -1,0 +1,111 @@
+"""What a fleet soak adds to a soak's summary: environments, the database's limit, retries.
+
+The fan-out outage has one signature: "too many connections" (MySQL/MariaDB error 1040,
+PostgreSQL SQLSTATE 53300), whatever the client's exception type. Those failures get a row
+of their own, beside the exception type they were raised as, so a table shows at a glance
+whether the database ran out or the function failed for another reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from lambda_conn.local._records import InvocationRecord
+from lambda_conn.local._report import failure_type
+
+__all__ = ["FleetSummary", "fleet_failure_kind", "fleet_rows", "too_many_connections"]
+
+#: Lower-case fragments that mean the server refused a connection for lack of slots:
+#: MySQL/MariaDB ER_CON_COUNT_ERROR (1040) and PostgreSQL's 53300 messages (also the
+#: reserved-slots wording), asyncpg's exception name, RDSConnector's give-up text (it
+#: quotes the last error).
+_TOO_MANY = (
+    "too many connections",
+    "too many clients",
+    "remaining connection slots are reserved",
+    "toomanyconnectionserror",
+    "53300",
+)
+TOO_MANY_LABEL = "too many connections"
+
+
+def too_many_connections(record: InvocationRecord) -> bool:
+    """True when the invocation failed because the database had no connection left."""
+    if record.ok:
+        return False
+    text = f"{record.error_type or ''} {record.error_message or ''}".lower()
+    return any(fragment in text for fragment in _TOO_MANY)
+
+
+def fleet_failure_kind(record: InvocationRecord) -> str:
+    """``OperationalError (too many connections)`` for those, the error type otherwise."""
+    kind = failure_type(record)
+    return f"{kind} ({TOO_MANY_LABEL})" if too_many_connections(record) else kind
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    """The fleet's own numbers; the per-invocation ones are in the soak's summary."""
+
+    concurrency: int
+    ramp_s: float | None
+    idle_s: float | None
+    #: Every environment started (each a cold start), and those of them that replaced
+    #: an environment reset or recycled before.
+    environments_created: int
+    environments_replaced: int
+    #: The most environments alive at once (warm or busy), at most ``concurrency``.
+    peak_environments: int
+    too_many_connections: int
+    #: ``rds_connect_retry`` lines the function logged, in all and per error code.
+    rds_retries: int
+    rds_retries_by_code: dict[str, int]
+    #: When --idle froze every environment: the invocation after which it did (from 1).
+    idle_after: int | None
+    #: The supervisor's own resident memory at the start and at the end of the soak.
+    supervisor_rss_start_bytes: int | None
+    supervisor_rss_end_bytes: int | None
+    #: With a DSN: the most client connections the server had at once, and its maximum.
+    peak_server_connections: int | None = None
+    server_max_connections: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _mb(value: int) -> str:
+    return f"{value / 2**20:.1f} MB"
+
+
+def fleet_rows(fleet: FleetSummary) -> list[tuple[str, str]]:
+    """The rows a fleet adds to the soak's table."""
+    concurrency = str(fleet.concurrency)
+    if fleet.ramp_s:
+        concurrency += f" (ramp {fleet.ramp_s:g} s)"
+    created = str(fleet.environments_created)
+    if fleet.environments_replaced:
+        created += f" ({fleet.environments_replaced} replacing a reset one)"
+    rows = [
+        ("concurrency", concurrency),
+        ("environments created", created),
+        ("peak concurrent environments", f"{fleet.peak_environments} / {fleet.concurrency}"),
+        ("too many connections (failed)", str(fleet.too_many_connections)),
+    ]
+    if fleet.peak_server_connections is not None:
+        rows.append(
+            (
+                "peak server connections",
+                f"{fleet.peak_server_connections} / {fleet.server_max_connections} max_connections",
+            )
+        )
+    rows.append(("RDSConnector retries (logged)", str(fleet.rds_retries)))
+    rows += [(f"  code {code}", str(n)) for code, n in fleet.rds_retries_by_code.items()]
+    if fleet.idle_s is not None:
+        after = "-" if fleet.idle_after is None else f"after invocation {fleet.idle_after}"
+        rows.append(("all frozen (--idle)", f"{fleet.idle_s:g} s {after}"))
+    start, end = fleet.supervisor_rss_start_bytes, fleet.supervisor_rss_end_bytes
+    if start is not None and end is not None:
+        rows.append(("supervisor memory (RSS)", f"{_mb(end)} ({(end - start) / 2**20:+.1f} MB)"))
+    return rows
