@@ -93,11 +93,14 @@ timings in the summary:
 
 
 FLEET = """
-with --concurrency above 1 (or --ramp, --idle) the summary adds: environments created,
-peak concurrent environments, failures for "too many connections" (MySQL 1040,
-PostgreSQL 53300) in rows of their own, RDSConnector retries logged by the function, and
-the supervisor's own memory. The first invocation runs alone: a concurrency whose
-environments would not fit in the memory available is refused with the number that fits.
+with --concurrency above 1 (or --ramp, --idle, --dsn) the summary adds: environments
+created, peak concurrent environments, failures for "too many connections" (MySQL 1040,
+PostgreSQL 53300) in rows of their own, RDSConnector retries logged by the function, the
+supervisor's own memory and, with --dsn, the server's peak connections against its
+max_connections (a DSN that cannot be sampled: exit 2 before the first invocation).
+--plot then draws server connections, environments busy and failures over time. The
+first invocation runs alone: a concurrency whose environments would not fit in the
+memory available is refused with the number that fits.
 """
 
 
@@ -139,6 +142,13 @@ def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="S",
         help="after half the invocations, keep every environment frozen S seconds (what "
         "dies while frozen: idle timeouts, NAT flows)",
+    )
+    p.add_argument(
+        "--dsn",
+        metavar="URL",
+        help="mysql://user:password@host:port/db or postgresql://...: sample the server's "
+        "own count of client connections every 100 ms meanwhile (one connection of its "
+        "own, excluded) and show the peak against its max_connections",
     )
     p.add_argument("--memory", type=_memory_mb, default=128, metavar="MB", help="default 128")
     p.add_argument("--timeout", type=_timeout_s, default=3.0, metavar="S", help="default 3")
@@ -252,7 +262,14 @@ def _run_soak(args: argparse.Namespace) -> int:
             f"argument --idle: {args.idle:g} is not accepted with -n {args.n}: the freeze "
             "comes after half of the invocations; expected -n 2 or more"
         )
-    fleet = args.concurrency > 1 or args.ramp is not None or args.idle is not None
+    if args.dsn is not None:
+        from lambda_conn.local._dsn import DSNError, parse_dsn
+
+        try:
+            parse_dsn(args.dsn)
+        except DSNError as exc:
+            parser.error(f"argument --dsn: {exc}")
+    fleet = _is_fleet(args)
 
     bar = ProgressBar(args.n, quiet=args.quiet)
     interrupted = False
@@ -273,6 +290,7 @@ def _run_soak(args: argparse.Namespace) -> int:
         try:
             if fleet:
                 from lambda_conn.local import CapacityError, fleet_soak
+                from lambda_conn.local._server_sampler import SamplerError
 
                 try:
                     report = fleet_soak(
@@ -281,10 +299,14 @@ def _run_soak(args: argparse.Namespace) -> int:
                         concurrency=args.concurrency,
                         ramp_s=args.ramp,
                         idle_s=args.idle,
+                        dsn=args.dsn,
                         **options,
                     )
                 except CapacityError as exc:
                     parser.error(f"argument --concurrency: {exc}")
+                except SamplerError as exc:  # before the first invocation
+                    print(f"lambda-conn soak: argument --dsn: {exc}", file=sys.stderr)
+                    return 2
             else:
                 report = soak(args.handler, args.n, **options)
         except (SoakInterrupted, FleetInterrupted) as exc:  # Ctrl-C: show what was measured
@@ -310,7 +332,22 @@ def _run_soak(args: argparse.Namespace) -> int:
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=1, default=repr)
         print(f"records written to {args.json_path}", file=sys.stderr)
-    if args.plot and report.records:
+    if args.plot and report.records and fleet:
+        from lambda_conn.local._fleet_report import too_many_connections
+        from lambda_conn.local._plot import write_fleet_plot
+
+        write_fleet_plot(
+            report.records,
+            report.started_s,
+            args.plot,
+            series=report.server,
+            started_at=report.started_at,
+            concurrency=args.concurrency,
+            too_many=too_many_connections,
+            title=f"lambda-conn soak {args.handler}",
+        )
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    elif args.plot and report.records:
         write_plot(
             report.records,
             args.plot,
@@ -323,15 +360,30 @@ def _run_soak(args: argparse.Namespace) -> int:
     return 1 if report.failed or report.stopped_early else 0
 
 
+def _is_fleet(args: argparse.Namespace) -> bool:
+    """Any fleet option given: else the single-environment soak, its output unchanged."""
+    return (
+        args.concurrency > 1
+        or args.ramp is not None
+        or args.idle is not None
+        or args.dsn is not None
+    )
+
+
 def _heading(args: argparse.Namespace, handler_dir: str) -> list[str]:
-    """What was soaked and how: the handler and every setting (env values not shown)."""
+    """What was soaked and how: the handler and every setting (env values and the DSN's
+    credentials not shown)."""
     settings = [f"{args.n} invocations"]
-    if args.concurrency > 1 or args.ramp is not None or args.idle is not None:
+    if _is_fleet(args):
         settings.append(f"concurrency {args.concurrency}")
         if args.ramp is not None:
             settings.append(f"ramp {args.ramp:g} s")
         if args.idle is not None:
             settings.append(f"idle {args.idle:g} s")
+        if args.dsn is not None:
+            from lambda_conn.local._dsn import parse_dsn
+
+            settings.append(f"server {parse_dsn(args.dsn).shown}")
     settings += [
         f"memory {args.memory} MB",
         f"timeout {args.timeout:g} s",

@@ -34,6 +34,10 @@ from lambda_conn.local._logtap import LogTap
 from lambda_conn.local._records import InvocationRecord, ShutdownRecord
 from lambda_conn.local._report import SoakSummary, summarize
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lambda_conn.local._server_sampler import ServerSampler, ServerSeries
+
 __all__ = ["FleetInterrupted", "FleetReport", "fleet_soak"]
 
 Progress = Callable[[int, InvocationRecord], None]
@@ -68,6 +72,8 @@ class FleetReport:
     pinning: dict[str, int] = field(default_factory=dict)
     #: (start, end) seconds of the --idle freeze, when there was one.
     idle_window: tuple[float, float] | None = None
+    #: With a DSN: what the server saw (its clock's start is ``server.started_at``).
+    server: ServerSeries | None = None
     summary: SoakSummary = field(init=False)
 
     def __post_init__(self) -> None:
@@ -95,6 +101,7 @@ class FleetReport:
             "summary": self.summary.to_dict(),
             "fleet": self.fleet.to_dict(),
             "idle_window_s": None if self.idle_window is None else list(self.idle_window),
+            "server": None if self.server is None else self.server.to_dict(),
             "records": [
                 {**r.to_dict(), "started_s": round(t, 6)}
                 for r, t in zip(self.records, self.started_s, strict=True)
@@ -331,6 +338,7 @@ def fleet_soak(
     progress: Progress | None = None,
     keep_responses: bool = False,
     max_init_failures: int | None = 10,
+    dsn: str | None = None,
 ) -> FleetReport:
     """Invoke ``handler`` ``n`` times from ``concurrency`` concurrent callers.
 
@@ -341,6 +349,9 @@ def fleet_soak(
     ValueError) before any other environment starts. ``ramp_s``: callers join one by
     one, concurrency rising linearly from 1 to ``concurrency`` over that many seconds.
     ``idle_s``: after half the invocations, every environment is frozen that long.
+    ``dsn`` (``mysql://`` or ``postgresql://``): the server's own count of client
+    connections is sampled every 100 ms meanwhile (``report.server``); an unreachable
+    server raises ``SamplerError`` before the first invocation.
     Ctrl-C raises ``FleetInterrupted`` with the records so far, every environment gone.
     Other options are ``soak()``'s.
     """
@@ -356,16 +367,58 @@ def fleet_soak(
             f"max_init_failures={max_init_failures!r} is not accepted: expected a positive "
             "integer or None"
         )
+    sampler = None
+    if dsn is not None:
+        from lambda_conn.local._server_sampler import ServerSampler
+
+        sampler = ServerSampler(dsn).start()  # SamplerError: nothing has started yet
+    try:
+        report = _run(
+            handler,
+            n,
+            concurrency=concurrency,
+            ramp=ramp,
+            idle=idle,
+            event=event,
+            options={
+                "handler_dir": handler_dir,
+                "memory_mb": memory_mb,
+                "timeout_s": timeout_s,
+                "env": env,
+            },
+            output=output,
+            collector_options={
+                "keep_responses": keep_responses,
+                "progress": progress,
+                "max_init_failures": max_init_failures,
+            },
+            sampler=sampler,
+        )
+    finally:
+        if sampler is not None:
+            sampler.stop()  # a second stop() returns the same series
+    if report.stopped_early == "interrupted":
+        raise FleetInterrupted(report)
+    return report
+
+
+def _run(
+    handler: str,
+    n: int,
+    *,
+    concurrency: int,
+    ramp: float | None,
+    idle: float | None,
+    event: Any,
+    options: dict[str, Any],
+    output: Output,
+    collector_options: dict[str, Any],
+    sampler: ServerSampler | None,
+) -> FleetReport:
     rss_start = _own_rss()
     available = available_memory()
     with LogTap(output) as tap:
-        options: dict[str, Any] = {
-            "handler_dir": handler_dir,
-            "memory_mb": memory_mb,
-            "timeout_s": timeout_s,
-            "env": env,
-            "output": tap.fd,
-        }
+        options = {**options, "output": tap.fd}
         first = LocalLambda(handler, **options)  # validates every setting here, at once
         spare = [first]
 
@@ -379,11 +432,7 @@ def fleet_soak(
             ramp_s=ramp,
             idle_s=idle,
             event=event,
-            collector_options={
-                "keep_responses": keep_responses,
-                "progress": progress,
-                "max_init_failures": max_init_failures,
-            },
+            collector_options=collector_options,
         )
         interrupted = False
         normal_end = False
@@ -408,6 +457,8 @@ def fleet_soak(
             wall = time.perf_counter() - start
             fleet.teardown(abort=not normal_end)
             first.close()  # when no request ever reached it (safe twice)
+    # The last sample after every environment is gone: what the server still holds.
+    series = sampler.stop() if sampler is not None else None
     if fleet.error is not None:
         raise fleet.error
     collector = fleet.collector
@@ -425,6 +476,8 @@ def fleet_soak(
         idle_after=None if fleet.schedule.idle_window is None else n // 2,
         supervisor_rss_start_bytes=rss_start,
         supervisor_rss_end_bytes=_own_rss(),
+        peak_server_connections=None if series is None else series.peak,
+        server_max_connections=None if series is None else series.max_connections,
     )
     report = FleetReport(
         handler=first.config.spec.lambda_form,
@@ -439,7 +492,6 @@ def fleet_soak(
         stopped_early="interrupted" if interrupted else collector.stopped,
         pinning=dict(tap.classes["rds_proxy_pinning"]),
         idle_window=fleet.schedule.idle_window,
+        server=series,
     )
-    if interrupted:
-        raise FleetInterrupted(report)
     return report

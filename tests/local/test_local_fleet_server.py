@@ -1,0 +1,207 @@
+"""``lambda-conn soak --dsn`` at concurrency 8 against the private MariaDB: the fan-out
+outage shown from the server's side, and a DSN that cannot connect refused up front."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.servers.mariadb import DATABASE, HOST, PASSWORD, USER, MariaDBServer
+
+pytestmark = pytest.mark.timeout(240)
+
+#: The server's limit: 8 environments each holding one connection at a time fit (with
+#: the sampler's own one and room for a close the server has not processed yet); a leak
+#: of one connection per invocation does not.
+MAX_CONNECTIONS = 12
+
+HANDLERS = """
+    import os
+    import time
+
+    import pymysql
+
+    from lambda_conn import managed_connection
+
+    KEPT = []
+
+    def _connect():
+        return pymysql.connect(
+            host=os.environ["DB_HOST"], port=int(os.environ["DB_PORT"]),
+            user=os.environ["DB_USER"], password=os.environ["DB_PASSWORD"],
+            database=os.environ["DB_NAME"], ssl_disabled=True, connect_timeout=5,
+        )
+
+    def _work(conn):
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        time.sleep(0.02)  # the request's queries: the connection is held meanwhile
+
+    def leaky(event, context):
+        conn = _connect()
+        KEPT.append(conn)  # a module-level cache: the connection is never closed
+        _work(conn)
+
+    @managed_connection
+    def protected(event, context):
+        conn = _connect()
+        KEPT.append(conn)  # the same code; the scope closes it when the handler returns
+        _work(conn)
+"""
+
+
+def _dsn(port: int, password: str = PASSWORD) -> str:
+    return f"mysql://{USER}:{quote(password, safe='')}@{HOST}:{port}/{DATABASE}"
+
+
+def _soak(root: Path, handler: str, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    env_args = [
+        f"DB_HOST={HOST}",
+        f"DB_PORT={port}",
+        f"DB_USER={USER}",
+        f"DB_PASSWORD={PASSWORD}",
+        f"DB_NAME={DATABASE}",
+    ]
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lambda_conn.cli",
+            "soak",
+            handler,
+            "-n",
+            "200",
+            "--concurrency",
+            "8",
+            *(arg for pair in env_args for arg in ("--env", pair)),
+            "--json",
+            "out.json",
+            "--quiet",
+            *extra,
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+
+
+@pytest.fixture
+def small_server(make_mariadb: Callable[..., MariaDBServer]) -> MariaDBServer:
+    return make_mariadb(max_connections=MAX_CONNECTIONS)
+
+
+def test_fan_out_fails_unprotected_and_holds_protected(
+    write_handler: Callable[[str, str], Path], small_server: MariaDBServer, tmp_path: Path
+) -> None:
+    root = write_handler("app", HANDLERS)
+    port = small_server.port
+
+    # WITHOUT protection: every environment keeps every connection, the server runs out
+    leaky = _soak(root, "app.leaky", port, "--dsn", _dsn(port))
+    assert leaky.returncode == 1, leaky.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    fleet = data["fleet"]
+    assert fleet["too_many_connections"] > 0
+    assert fleet["server_max_connections"] == MAX_CONNECTIONS
+    # the server was full: every slot but the sampler's own held by the function (the
+    # test server's root admin session may take the extra slot MariaDB keeps for SUPER)
+    assert fleet["peak_server_connections"] >= MAX_CONNECTIONS - 1
+    assert data["server"]["max_connections"] == MAX_CONNECTIONS
+    assert "OperationalError (too many connections)" in data["summary"]["failures_by_type"]
+    assert "peak server connections" in leaky.stdout
+    assert f"{fleet['peak_server_connections']} / {MAX_CONNECTIONS} max_connections" in (
+        leaky.stdout
+    )
+    assert "(1040, 'Too many connections')" in leaky.stdout
+    assert PASSWORD not in leaky.stdout + leaky.stderr
+    small_server.wait_threads_connected(0, timeout=15)
+
+    # WITH protection: the same code under @managed_connection, no request fails
+    protected = _soak(root, "app.protected", port, "--dsn", _dsn(port))
+    assert protected.returncode == 0, protected.stdout + protected.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    fleet = data["fleet"]
+    assert data["summary"]["failed"] == 0
+    assert fleet["too_many_connections"] == 0
+    assert fleet["peak_environments"] == 8
+    # one per request in flight (and the test server's admin session): never full
+    assert 1 <= fleet["peak_server_connections"] < MAX_CONNECTIONS - 1
+
+
+def test_a_dsn_that_cannot_connect_exits_2_before_the_first_invocation(
+    write_handler: Callable[[str, str], Path], tmp_path: Path
+) -> None:
+    root = write_handler(
+        "app",
+        """
+        import os
+
+        def handler(event, context):
+            open(os.path.join(os.path.dirname(__file__), "invoked"), "w").close()
+        """,
+    )
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    secret = "not-this-one-pw"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lambda_conn.cli",
+            "soak",
+            "app.handler",
+            "-n",
+            "5",
+            "--dsn",
+            _dsn(port, secret),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "argument --dsn: cannot connect to mysql://***@127.0.0.1" in result.stderr
+    assert secret not in result.stdout + result.stderr
+    assert not os.path.exists(tmp_path / "invoked")
+    assert result.stdout == ""
+
+
+def test_a_dsn_of_another_scheme_is_a_usage_error(
+    write_handler: Callable[[str, str], Path],
+) -> None:
+    root = write_handler("app", "def handler(event, context):\n    pass\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lambda_conn.cli",
+            "soak",
+            "app.handler",
+            "-n",
+            "5",
+            "--dsn",
+            "redis://user:pw-secret@127.0.0.1:1/0",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "argument --dsn: DSN" in result.stderr and "is not accepted" in result.stderr
+    assert "pw-secret" not in result.stderr
