@@ -421,17 +421,103 @@ def bench_close(rounds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_release(repeat: int) -> str:
+    """What ``release_above`` costs a reused connection per invocation, on and off.
+
+    Interleaved, one sample of each case per round: the default (off), the same
+    invocation with the end-of-invocation hook as it was before ``release_above`` existed
+    (off must cost what that did), on as recommended (``sample_every=5``: one sample per
+    5 s, so almost every invocation only reads the clock), and on with a sample at every
+    invocation (what one sample costs: two round trips on MySQL).
+    """
+    import pymysql
+
+    from lambda_conn import ReusedConnection, managed_connection
+    from tests.servers.mariadb import MariaDBServer
+
+    class Before(ReusedConnection[Any]):
+        """The end of an invocation as before release_above: settle, nothing more."""
+
+        def _end_invocation(self, root: Any, handler_failed: bool) -> None:
+            with self._lock:
+                if self._extras:
+                    for key in [key for key in self._extras if key[0] == root.serial]:
+                        del self._extras[key]
+                if self._checked_in is not root:
+                    return
+                self._checked_in = _UNSET
+                self._owner = None
+                conn = self._conn
+                if conn is not None:
+                    self._settle(conn, "end_of_invocation", handler_failed)
+
+    from lambda_conn._reuse import _UNSET
+
+    with MariaDBServer() as server:
+
+        def connect() -> Any:
+            return pymysql.connect(**server.connect_kwargs())
+
+        dbs = {
+            "reused, release_above off (as shipped)": ReusedConnection(connect),
+            "reused, end of invocation as before release_above": Before(connect),
+            "reused, release_above=0.8, sample_every=5 (recommended)": ReusedConnection(
+                connect, release_above=0.8, sample_every=5.0
+            ),
+            "reused, release_above=0.8, a sample every invocation": ReusedConnection(
+                connect, release_above=0.8, sample_every=1e-9
+            ),
+        }
+
+        def handler_for(db: Any) -> Any:
+            @managed_connection
+            def handler(event: object, context: object) -> None:
+                db()
+
+            return handler
+
+        cases = [
+            (name, handler_for(db), 100 if "every invocation" in name else 2000)
+            for name, db in dbs.items()
+        ]
+        samples: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        for _, fn, _ in cases:
+            fn({}, None)  # connect outside the timing
+        for round_ in range(repeat):
+            shift = round_ % len(cases)
+            for name, fn, number in cases[shift:] + cases[:shift]:
+                samples[name] += per_call_us(
+                    functools.partial(fn, {}, None), number=number, repeat=1
+                )
+        released = sum(db.reconnects for db in dbs.values())
+        for db in dbs.values():
+            db.close()
+    rows = [(name, samples[name]) for name, _, _ in cases]
+    off, before, on, every = (statistics.median(samples[name]) for name, _, _ in cases)
+    return (
+        table("release_above on a reused PyMySQL connection (per invocation)", rows)
+        + f"\nOff / before release_above: {off / before:.3f}x ({off - before:+.2f} us); "
+        f"on, sample_every=5 / off: {on / off:.3f}x ({on - off:+.2f} us); "
+        f"one sample (every invocation / off): {every / off:.3f}x ({every - off:+.1f} us). "
+        f"Reconnects during the run: {released}.\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=60, help="connects per case")
     parser.add_argument("--skip-db", action="store_true", help="no database cases")
     parser.add_argument("--close-rounds", type=int, default=200, help="rounds of close cases")
     parser.add_argument("--only-close", action="store_true", help="only the close benchmark")
+    parser.add_argument("--only-release", action="store_true", help="only release_above")
     args = parser.parse_args()
     import platform
 
     cores = __import__("os").cpu_count()
     print(f"Python {platform.python_version()} on {platform.machine()}, {cores} cores\n")
+    if args.only_release:
+        print(bench_release(args.repeat))
+        return
     print(bench_close(args.close_rounds))
     if args.only_close:
         return
@@ -440,6 +526,7 @@ def main() -> None:
     if not args.skip_db:
         print(bench_connect(args.repeat))
         print(bench_reuse_end(args.repeat))
+        print(bench_release(args.repeat))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ from lambda_conn import (
     ConfigurationError,
     RDSConnector,
     ReusedConnection,
+    _utilization,
     managed_connection,
     reused_connection,
 )
-from lambda_conn._utilization import MYSQL_IN_USE, POSTGRES
+from lambda_conn._utilization import MARIADB, POSTGRES
 from tests.clients import SYNC_DB_CLIENTS, DBClient
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
@@ -99,7 +100,7 @@ def samples(server: Any) -> int:
     """Sampling statements the server has run (every session's)."""
     if isinstance(server, MariaDBServer):
         rows = server.query(
-            "SELECT COUNT(*) FROM mysql.general_log WHERE argument = %s", (MYSQL_IN_USE,)
+            "SELECT COUNT(*) FROM mysql.general_log WHERE argument = %s", (MARIADB,)
         )
         return int(rows[0][0])
     return int(server.log_text().count(POSTGRES))
@@ -304,6 +305,26 @@ def test_bad_sample_every_is_refused_naming_the_setting(make: str, value: Any) -
         _make(make, release_above=THRESHOLD, sample_every=value)
     assert refused.value.setting == "sample_every"
     assert "seconds > 0" in str(refused.value)
+
+
+@pytest.mark.parametrize("client", [c for c in SYNC_DB_CLIENTS if c.server == "mariadb"], ids=str)
+def test_mysqls_two_statement_form_reads_what_mariadbs_one_statement_reads(
+    servers: dict[str, Any], client: DBClient
+) -> None:
+    # MySQL 8 has no information_schema.GLOBAL_STATUS: there the sample is SHOW GLOBAL
+    # STATUS in two round trips, which MariaDB answers too; both must read the same.
+    server = servers["mariadb"]
+    conn = client.connect(server)
+    try:
+        assert _utilization.family(conn) == "mariadb"
+        with Others(Case(client.name, client), server, 3):
+            one = _utilization.sample(conn, "mariadb")
+            two = _utilization.sample(conn, "mysql")
+            assert one == two
+            assert one[1] == MAX_CONNECTIONS
+            assert one[0] == server.threads_connected() + 1  # + the admin session
+    finally:
+        conn.close()
 
 
 def _make(make: str, **options: Any) -> Any:
