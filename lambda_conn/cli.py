@@ -33,6 +33,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not accepted: expected an integer >= 0")
+    return number
+
+
 def _memory_mb(value: str) -> int:
     try:
         number = int(value)
@@ -397,6 +407,20 @@ def _heading(args: argparse.Namespace, handler_dir: str) -> list[str]:
     ]
 
 
+# Kept equal to lambda_conn.local._fanout's defaults (not imported: --help must stay light).
+_FANOUT_N, _FANOUT_CONCURRENCY, _FANOUT_MAX, _FANOUT_HOLD_MS = 400, 16, 10, 20
+
+FANOUT = f"""
+with --fanout: one SELECT 1, four designs (unprotected; closed per invocation with
+@managed_connection; one reused connection per environment; RDSConnector, per invocation
+with retried connects), each as a fleet of --concurrency environments (default
+{_FANOUT_CONCURRENCY}) against a server with a small max_connections (default
+{_FANOUT_MAX}): a private MariaDB when mariadbd is installed, else the embedded server
+with the same limit, or the server --dsn names. Each request holds its connection
+--hold-ms (default {_FANOUT_HOLD_MS}). The table shows which designs survive.
+"""
+
+
 def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "demo",
@@ -404,9 +428,12 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Soak three handlers under the local runtime: a leaky one unprotected, "
         "the same with @managed_connection, and a leak no library can close with "
         "FD_HEALTH_LIMIT set. Uses an embedded MySQL-protocol server unless --dsn is given.",
-        epilog="exit status: 0 when the protected rows (2 and 3) had no failed request, which\n"
+        epilog=FANOUT
+        + "\nexit status: 0 when the protected rows (2 and 3) had no failed request, which\n"
         "is the point of the demo (row 1, unprotected, is expected to fail); 1 when a\n"
-        "protected row failed; 2 when --dsn cannot be queried, or for a usage error.",
+        "protected row failed; 2 when --dsn cannot be queried, or for a usage error.\n"
+        "With --fanout: 0 when every failure was too many connections; 1 when a request\n"
+        "failed for another reason; 2 as without.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -419,9 +446,42 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--invocations",
         dest="n",
         type=_positive_int,
-        default=1500,
+        default=None,
         metavar="N",
-        help="invocations per handler (default 1500)",
+        help=f"invocations per handler (default 1500; {_FANOUT_N} per design with --fanout)",
+    )
+    p.add_argument(
+        "--fanout",
+        action="store_true",
+        help="the fan-out comparison: many environments at once against a small "
+        "max_connections (see below)",
+    )
+    p.add_argument(
+        "-c",
+        "--concurrency",
+        type=_positive_int,
+        metavar="C",
+        help=f"with --fanout: concurrent callers (default {_FANOUT_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        metavar="M",
+        help=f"with --fanout: the private server's max_connections (default {_FANOUT_MAX}; "
+        "MariaDB's minimum is 10)",
+    )
+    p.add_argument(
+        "--hold-ms",
+        type=_non_negative_int,
+        metavar="MS",
+        help=f"with --fanout: each request's work with its connection held (default "
+        f"{_FANOUT_HOLD_MS})",
+    )
+    p.add_argument(
+        "--server",
+        choices=("auto", "mariadb", "embedded"),
+        help="with --fanout: auto (default: a private MariaDB when mariadbd is installed, "
+        "else the embedded server), mariadb or embedded",
     )
     p.add_argument(
         "--plot",
@@ -442,13 +502,63 @@ def _run_demo(args: argparse.Namespace) -> int:
         parser.error(f"argument --dsn: {shown!r} is not accepted: expected mysql://...")
     if args.plot and not args.plot.lower().endswith(".svg"):
         parser.error(f"argument --plot: {args.plot!r} is not accepted: expected a .svg file")
-    from lambda_conn.local._demo import run_demo
-
     for option, path in (("--plot", args.plot), ("--json", args.json_path)):
         _check_output(parser, option, path)
+    if args.fanout:
+        return _run_fanout(args, parser)
+    for option, value in (
+        ("--concurrency", args.concurrency),
+        ("--max-connections", args.max_connections),
+        ("--hold-ms", args.hold_ms),
+        ("--server", args.server),
+    ):
+        if value is not None:
+            parser.error(f"argument {option}: {value!r} is not accepted without --fanout")
+    from lambda_conn.local._demo import run_demo
+
     return run_demo(
         dsn=args.dsn,
-        invocations=args.n,
+        invocations=args.n or 1500,
+        plot=args.plot or None,
+        json_path=args.json_path,
+        quiet=args.quiet,
+    )
+
+
+def _run_fanout(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    server = args.server or "auto"
+    if args.dsn is not None and (args.max_connections is not None or args.server is not None):
+        option = "--max-connections" if args.max_connections is not None else "--server"
+        parser.error(
+            f"argument {option}: not accepted with --dsn (the server it names has its own "
+            "max_connections)"
+        )
+    maximum = args.max_connections or _FANOUT_MAX
+    if args.dsn is None and maximum < 10 and server != "embedded":
+        from lambda_conn.local._private_mariadb import find_mariadbd
+
+        if server == "mariadb" or find_mariadbd() is not None:
+            parser.error(
+                f"argument --max-connections: {maximum} is not accepted: MariaDB's minimum "
+                "is 10 (--server embedded takes any limit from 1)"
+            )
+    if server == "mariadb":
+        from lambda_conn.local._private_mariadb import find_mariadbd
+
+        if find_mariadbd() is None:
+            parser.error(
+                "argument --server: 'mariadb' is not accepted: mariadbd and "
+                "mariadb-install-db are not installed (Debian: apt-get install mariadb-server)"
+            )
+    from lambda_conn.local._fanout import run_fanout
+
+    return run_fanout(
+        dsn=args.dsn,
+        invocations=args.n or _FANOUT_N,
+        concurrency=args.concurrency or _FANOUT_CONCURRENCY,
+        max_connections=maximum,
+        hold_ms=_FANOUT_HOLD_MS if args.hold_ms is None else args.hold_ms,
+        server=server,
         plot=args.plot or None,
         json_path=args.json_path,
         quiet=args.quiet,

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import IO, Any
 
-from lambda_conn.local._plot import render_svg, rss_mb
+from lambda_conn.local._plot import render_svg, rss_mb, stack_svgs
 from lambda_conn.local._progress import ProgressBar
 from lambda_conn.local._report import format_failures
 from lambda_conn.local._soak import SoakReport, soak
@@ -159,23 +159,13 @@ def write_plot_comparison(reports: list[tuple[str, SoakReport]], path: str) -> N
     """The soak plot of each case, stacked in one SVG file."""
     if not path.lower().endswith(".svg"):
         raise ValueError(f"--plot {path!r}: the demo writes SVG; use a name ending in .svg")
-    import re
-
-    parts: list[str] = []
-    y = width = 0
     # One scale for all: a flat line at 6 descriptors must not fill its panel as 1,024 do.
     records = [r for _, report in reports for r in report.records]
     fds = max((r.fd_count for r in records if r.fd_count is not None), default=None)
     rss = max((v for r in records if (v := rss_mb(r)) is not None), default=None)
-    for title, report in reports:
-        svg = render_svg(report.records, title=title, memory_mb=report.memory_mb, y_max=(fds, rss))
-        size = re.search(r'width="([\d.]+)" height="([\d.]+)"', svg)
-        assert size is not None, "render_svg() always sets the size"
-        w, h = (int(float(v)) for v in size.groups())
-        parts.append(svg.replace("<svg ", f'<svg y="{y}" ', 1))
-        y, width = y + h, max(width, w)
+    svgs = [
+        render_svg(report.records, title=title, memory_mb=report.memory_mb, y_max=(fds, rss))
+        for title, report in reports
+    ]
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write(
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y}" '
-            f'viewBox="0 0 {width} {y}">\n' + "".join(parts) + "</svg>\n"
-        )
+        fh.write(stack_svgs(svgs))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import time
 from typing import Any
 
 import pymysql  # noqa: F401 - imported at Init, as a real function does
@@ -39,11 +40,21 @@ def _select_one(conn: Any) -> int:
         return int(cursor.fetchone()[0])
 
 
+def _query(conn: Any, event: Any) -> dict[str, int]:
+    """SELECT 1, then the request's other work with the connection held: ``hold_ms`` in
+    the event (the fan-out demo's), none otherwise."""
+    value = _select_one(conn)
+    hold_ms = event.get("hold_ms") if isinstance(event, dict) else None
+    if hold_ms:
+        time.sleep(hold_ms / 1000)
+    return {"value": value}
+
+
 def unprotected(event: Any, context: Any) -> dict[str, int]:
     """Opens a connection per request and "cleans up" with atexit: one socket per request."""
     conn = _connect()
     atexit.register(conn.close)  # runs only when the process exits; keeps conn alive
-    return {"value": _select_one(conn)}
+    return _query(conn, event)
 
 
 @managed_connection
@@ -51,7 +62,7 @@ def protected(event: Any, context: Any) -> dict[str, int]:
     """The same code, with the decorator: closed when the handler returns."""
     conn = _connect()
     atexit.register(conn.close)
-    return {"value": _select_one(conn)}
+    return _query(conn, event)
 
 
 _HANDLES: list[Any] = []
@@ -75,7 +86,7 @@ _kept = reused_connection(_connect)
 def reused(event: Any, context: Any) -> dict[str, int]:
     """One connection per environment, kept across invocations (validated each time): every
     environment holds one, busy or idle, for as long as it lives."""
-    return {"value": _select_one(_kept())}
+    return _query(_kept(), event)
 
 
 @functools.cache
@@ -98,4 +109,4 @@ def _rds() -> Any:
 def rds_connector(event: Any, context: Any) -> dict[str, int]:
     """Per invocation like ``protected``, through RDSConnector: a connect refused with
     "too many connections" is retried with jittered backoff within the time left."""
-    return {"value": _select_one(_rds().connect(context))}
+    return _query(_rds().connect(context), event)

@@ -32,6 +32,7 @@ __all__ = [
     "fleet_timeline",
     "render_fleet_svg",
     "render_svg",
+    "stack_svgs",
     "write_fleet_plot",
     "write_plot",
 ]
@@ -210,6 +211,25 @@ def render_svg(
     )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def stack_svgs(svgs: Sequence[str]) -> str:
+    """Several plots (each from this module, so each sets its size) in one SVG, one
+    under the other."""
+    import re
+
+    parts: list[str] = []
+    y = width = 0
+    for svg in svgs:
+        size = re.search(r'width="([\d.]+)" height="([\d.]+)"', svg)
+        assert size is not None, "every plot here sets its size"
+        w, h = (int(float(v)) for v in size.groups())
+        parts.append(svg.replace("<svg ", f'<svg y="{y}" ', 1))
+        y, width = y + h, max(width, w)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y}" '
+        f'viewBox="0 0 {width} {y}">\n' + "".join(parts) + "</svg>\n"
+    )
 
 
 def rss_mb(record: InvocationRecord) -> float | None:

@@ -1,0 +1,92 @@
+"""`lambda-conn demo --fanout`: four designs as fleets against one small max_connections.
+
+At concurrency 8 against a max_connections of 12 (11 for the functions: the sampler holds
+one), only the design that never closes runs the server out; the three protected ones
+hold at most one connection per environment and must fail no request. The embedded
+server's limit must tell the same story as MariaDB's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers._private import free_port
+
+
+def _demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lambda_conn.cli", "demo", "--fanout", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize("server", ["mariadb", "embedded"])
+def test_only_the_unprotected_design_runs_the_server_out(tmp_path: Path, server: str) -> None:
+    out = _demo(
+        "-c", "8", "-n", "40", "--max-connections", "12", "--server", server,
+        "--json", str(tmp_path / "f.json"), "--plot", str(tmp_path / "f.svg"), "--quiet",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = json.loads((tmp_path / "f.json").read_text())
+    unprotected, closed, reused, rds = rows.values()
+
+    # the unprotected design fails, and only ever with "too many connections"
+    failed = [r for r in unprotected["records"] if r["outcome"] != "ok"]
+    assert failed and unprotected["fleet"]["too_many_connections"] == len(failed)
+    assert all("1040" in r["error_message"] for r in failed)
+    assert unprotected["server"]["peak"] >= 11  # it filled every slot the server had
+    # the protected designs fail no request and never reach the limit
+    for row in (closed, reused, rds):
+        assert row["summary"]["failed"] == 0, row["summary"]["first_failures"]
+        assert row["server"]["peak"] <= 8
+    assert reused["server"]["peak"] <= reused["fleet"]["peak_environments"]
+    for row in rows.values():
+        assert row["server"]["max_connections"] == 12
+        assert row["fleet"]["concurrency"] == 8
+    assert "1. unprotected" in out.stdout and "4. RDSConnector" in out.stdout
+    assert (tmp_path / "f.svg").read_text().count("max_connections 12") == 4
+
+
+def test_a_dsn_that_cannot_be_sampled_exits_2_before_any_invocation(tmp_path: Path) -> None:
+    dsn = f"mysql://app:s3cret-pw@127.0.0.1:{free_port()}/app"  # nothing listens there
+    out = _demo("--dsn", dsn, "-n", "5", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "mysql://***@127.0.0.1" in out.stdout
+    assert "s3cret-pw" not in out.stdout + out.stderr
+    assert "invocations in" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--max-connections", "5", "--server", "mariadb"], "MariaDB's minimum is 10"),
+        (["--dsn", "mysql://u:pw@127.0.0.1:1/d", "--max-connections", "20"], "not accepted with"),
+        (["--hold-ms", "-1"], "expected an integer >= 0"),
+    ],
+)
+def test_fanout_options_it_cannot_honour_are_refused(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    out = _demo(*args, cwd=tmp_path)
+    assert out.returncode == 2 and expected in out.stderr
+    assert "pw@" not in out.stderr
+
+
+def test_fanout_options_need_fanout(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "lambda_conn.cli", "demo", "--concurrency", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2 and "not accepted without --fanout" in out.stderr
