@@ -126,8 +126,8 @@ def _server(dsn: str | None, server: str, max_connections: int, out: IO[str]) ->
         return
     from lambda_conn.local._embedded_mysql import EmbeddedMySQL
 
-    with EmbeddedMySQL(max_connections=max_connections) as server:
-        yield server.dsn, f"embedded MySQL-protocol server on 127.0.0.1:{server.port}"
+    with EmbeddedMySQL(max_connections=max_connections) as embedded:
+        yield embedded.dsn, f"embedded MySQL-protocol server on 127.0.0.1:{embedded.port}"
 
 
 def _drained(dsn: str) -> None:
