@@ -170,11 +170,6 @@ def run_fanout(
 
     rows: list[FanoutRow] = []
     with _server(dsn, server, max_connections, out) as (url, label):
-        try:
-            ServerSampler(url).start().stop()
-        except SamplerError as exc:
-            print(f"--dsn: {exc}", file=out)
-            return 2
         print(
             f"{label}; {concurrency} concurrent callers, {invocations} invocations per design, "
             f"each holding its connection {hold_ms} ms",
@@ -184,22 +179,27 @@ def run_fanout(
         for title, handler in cases:
             if not quiet:
                 print(f"{title} ({handler})", file=sys.stderr)
-            _drained(url)
+            if rows:
+                _drained(url)
             bar = ProgressBar(invocations, quiet=quiet)
-            with ServerSampler(url) as sampler:
-                try:
-                    report = fleet_soak(
-                        handler,
-                        invocations,
-                        concurrency=concurrency,
-                        event={"demo": "fanout", "hold_ms": hold_ms},
-                        env={"LAMBDA_CONN_DEMO_DSN": url},
-                        output=subprocess.DEVNULL,
-                        progress=bar,
-                    )
-                finally:
-                    bar.finish()
-            rows.append(FanoutRow(title, report, sampler.series))
+            try:
+                report = fleet_soak(
+                    handler,
+                    invocations,
+                    concurrency=concurrency,
+                    dsn=url,  # sampled meanwhile: report.server
+                    event={"demo": "fanout", "hold_ms": hold_ms},
+                    env={"LAMBDA_CONN_DEMO_DSN": url},
+                    output=subprocess.DEVNULL,
+                    progress=bar,
+                )
+            except SamplerError as exc:  # before the first invocation
+                print(f"--dsn: {exc}", file=out)
+                return 2
+            finally:
+                bar.finish()
+            assert report.server is not None, "fleet_soak(dsn=...) samples the server"
+            rows.append(FanoutRow(title, report, report.server))
         elapsed = time.perf_counter() - started
     print(format_fanout_table(rows), file=out)
     print(
