@@ -155,6 +155,7 @@ CONTEXTS: dict[str, Context] = {
     "python3 -m pip install -e '.[local]' && lambda-conn demo": _in_checkout,
     "python3 -m pip install -e '.[test]' && python3 benchmarks/run.py": _in_checkout,
     "lambda-conn soak app.handler -n 2000 --memory 512": _soak_example,
+    "lambda-conn soak app.handler -n 2000 --concurrency 8": _soak_example,
     "python3 -m pytest --lambda-conn ": _plugin_example,
     "python3 -m pip install '.[postgres]'": _quick_start_install,
     "python3 -m pip install build && python3 -m build": _quick_start_install,
@@ -167,6 +168,11 @@ EXPECT = {
     "lambda-conn demo": [r"2\. leaky, @managed_connection +\| 1500 +\| 1500 ", "invocations in"],
     "benchmarks/run.py": ["# lambda_conn benchmarks"],
     "lambda-conn soak app.handler -n 2000 --memory 512": [r"succeeded +2000\n", r"failed +0\n"],
+    "lambda-conn soak app.handler -n 2000 --concurrency 8": [
+        r"succeeded +2000\n",
+        r"concurrency +8\n",
+        r"environments created +[1-8]\n",
+    ],
     "python3 -m pytest --lambda-conn ": ["1 passed"],
     "lambda-conn soak app.handler -n 300 \\": [r"succeeded +300\n", r"failed +0\n"],
 }

@@ -1,0 +1,109 @@
+"""Fleet soak throughput at concurrency 1, 2, 4, 8, and the supervisor's memory, in one run.
+
+Run: python benchmarks/bench_fleet.py [--n 2000] [--rounds 3] [--memory-n 10000 --memory-c 50]
+
+Each round soaks the trivial handler (``_soak_trivial.handler``) with ``fleet_soak`` at
+each concurrency in turn (1 2 4 8, then 8 4 2 1, ...), so every concurrency shares the
+machine's load; the table gives the median rate (invocations per second of wall time,
+cold starts included: one per environment) and the supervisor's CPU time per invocation
+(this process, user + sys), with each median's ratio to concurrency 1. On a machine with
+C cores the rate can grow with concurrency until the runtimes and the supervisor fill
+them. Then one soak of ``--memory-n`` invocations at ``--memory-c`` reports the
+supervisor's resident memory before and after, and its peak (``ru_maxrss``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lambda_conn.local import fleet_soak  # noqa: E402
+
+HANDLER = "_soak_trivial.handler"
+CONCURRENCIES = (1, 2, 4, 8)
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one(concurrency: int, n: int) -> tuple[float, float]:
+    """(invocations/s, supervisor CPU us per invocation) of one fleet soak."""
+    cpu = _cpu_s()
+    start = time.perf_counter()
+    report = fleet_soak(
+        HANDLER, n, concurrency=concurrency, handler_dir=HERE, output=subprocess.DEVNULL
+    )
+    wall = time.perf_counter() - start
+    assert report.summary.failed == 0, report.summary.failures_by_type
+    return n / wall, (_cpu_s() - cpu) / n * 1e6
+
+
+def throughput(n: int, rounds: int) -> str:
+    rates: dict[int, list[float]] = {c: [] for c in CONCURRENCIES}
+    cpus: dict[int, list[float]] = {c: [] for c in CONCURRENCIES}
+    for r in range(rounds):
+        order = CONCURRENCIES if r % 2 == 0 else tuple(reversed(CONCURRENCIES))
+        for c in order:
+            rate, cpu = one(c, n)
+            rates[c].append(rate)
+            cpus[c].append(cpu)
+            print(f"  round {r + 1}/{rounds} concurrency {c}: {rate:,.0f}/s", flush=True)
+    base = statistics.median(rates[1])
+    lines = [
+        f"### Fleet soak throughput ({n} invocations per soak, {rounds} rounds, "
+        f"{os.cpu_count()} cores)",
+        "",
+        "| concurrency | median invocations/s | ratio to concurrency 1 | supervisor CPU us/inv |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for c in CONCURRENCIES:
+        median = statistics.median(rates[c])
+        lines.append(
+            f"| {c} | {median:,.0f} | {median / base:.2f}x | {statistics.median(cpus[c]):,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def memory(n: int, concurrency: int) -> str:
+    report = fleet_soak(
+        HANDLER, n, concurrency=concurrency, handler_dir=HERE, output=subprocess.DEVNULL
+    )
+    fleet = report.fleet
+    start, end = fleet.supervisor_rss_start_bytes or 0, fleet.supervisor_rss_end_bytes or 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return (
+        f"### Supervisor memory, {n} invocations x {concurrency} environments\n\n"
+        f"RSS {start / 2**20:.1f} MB before, {end / 2**20:.1f} MB after "
+        f"({(end - start) / 2**20:+.1f} MB, {(end - start) / n:,.0f} B per invocation, "
+        f"threads and records together); peak {peak / 2**20:.1f} MB; "
+        f"{report.rate:,.0f} invocations/s; {fleet.environments_created} environments.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory-n", type=int, default=10_000)
+    parser.add_argument("--memory-c", type=int, default=50)
+    args = parser.parse_args(argv)
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
+    print(throughput(args.n, args.rounds))
+    print(memory(args.memory_n, args.memory_c))
+
+
+if __name__ == "__main__":
+    main()
