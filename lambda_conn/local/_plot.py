@@ -292,11 +292,15 @@ def write_plot(
 def _busy(
     records: Sequence[InvocationRecord], started_s: Sequence[float]
 ) -> list[tuple[float, float]]:
-    """Environments busy over time, as steps: each invocation from its start for its
-    duration (until its runtime and extensions asked for the next event)."""
+    """Environments busy over time, as steps: each invocation from when it was sent for
+    its Init (a cold start's) and its duration (until its runtime and extensions asked
+    for the next event)."""
     events = sorted(
         [(t, 1) for t in started_s]
-        + [(t + r.duration_ms / 1000, -1) for r, t in zip(records, started_s, strict=True)],
+        + [
+            (t + (r.duration_ms + (r.init_duration_ms or 0.0)) / 1000, -1)
+            for r, t in zip(records, started_s, strict=True)
+        ],
         key=lambda e: (e[0], e[1]),  # an end before a start at the same instant
     )
     points: list[tuple[float, float]] = [(0.0, 0.0)]
@@ -428,7 +432,7 @@ def render_fleet_svg(
     top += _PANEL_H + _GAP
     peak_busy = max((v for _, v in busy), default=0.0)
     frame, y = _frame(
-        "environments busy (invocations in flight)",
+        "environments busy (invocations in flight, a cold start's Init included)",
         top,
         _nice_max(max(peak_busy, concurrency or 0) * 1.05),
         ticks,

@@ -18,7 +18,9 @@ from lambda_conn.local._server_sampler import ServerSeries
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def record(i: int, duration_ms: float, *, error: str | None = None) -> InvocationRecord:
+def record(
+    i: int, duration_ms: float, *, error: str | None = None, init_ms: float | None = None
+) -> InvocationRecord:
     return InvocationRecord(
         index=i,
         request_id=f"r{i}",
@@ -29,8 +31,8 @@ def record(i: int, duration_ms: float, *, error: str | None = None) -> Invocatio
         response=None,
         duration_ms=duration_ms,
         response_ms=duration_ms,
-        cold_start=False,
-        init_duration_ms=None,
+        cold_start=init_ms is not None,
+        init_duration_ms=init_ms,
         fd_count=None,
         rss_bytes=None,
         exited_after_response=False,
@@ -117,6 +119,14 @@ def test_without_a_sampler_the_first_panel_says_how_to_get_one_and_long_soaks_ar
     assert any("give --dsn" in (t.text or "") for t in root.iter(f"{SVG}text"))
     (busy,) = root.findall(f".//{SVG}polyline")
     assert len(busy.get("points", "").split()) <= 1500
+
+
+def test_a_cold_start_is_busy_through_its_init() -> None:
+    # GIVEN a cold start (Init 500 ms, then 100 ms) and a warm invocation sent at 0.4 s
+    line = fleet_timeline([record(0, 100, init_ms=500), record(1, 100)], [0.0, 0.4])
+    # THEN both are in flight at once, and the fleet is idle from 0.6 s
+    assert max(v for _, v in line.busy) == 2
+    assert line.busy[-1] == (0.6, 0.0)
 
 
 def test_records_and_start_times_must_pair_up() -> None:
