@@ -451,12 +451,19 @@ def bench_release(repeat: int) -> str:
                 if conn is not None:
                     self._settle(conn, "end_of_invocation", handler_failed)
 
-    from lambda_conn._reuse import _UNSET
+    import psycopg
 
-    with MariaDBServer() as server:
+    from lambda_conn import stats
+    from lambda_conn._reuse import _UNSET
+    from tests.servers.postgres import PostgresServer
+
+    with MariaDBServer() as server, PostgresServer() as pg:
 
         def connect() -> Any:
             return pymysql.connect(**server.connect_kwargs())
+
+        def connect_pg() -> Any:
+            return psycopg.connect(**pg.connect_kwargs())  # autocommit off: + ROLLBACK
 
         dbs = {
             "reused, release_above off (as shipped)": ReusedConnection(connect),
@@ -466,6 +473,10 @@ def bench_release(repeat: int) -> str:
             ),
             "reused, release_above=0.8, a sample every invocation": ReusedConnection(
                 connect, release_above=0.8, sample_every=1e-9
+            ),
+            "psycopg reused, release_above off": ReusedConnection(connect_pg),
+            "psycopg reused, release_above=0.8, a sample every invocation": ReusedConnection(
+                connect_pg, release_above=0.8, sample_every=1e-9
             ),
         }
 
@@ -483,23 +494,28 @@ def bench_release(repeat: int) -> str:
         samples: dict[str, list[float]] = {name: [] for name, _, _ in cases}
         for _, fn, _ in cases:
             fn({}, None)  # connect outside the timing
+        released = stats()["released"]
         for round_ in range(repeat):
             shift = round_ % len(cases)
             for name, fn, number in cases[shift:] + cases[:shift]:
                 samples[name] += per_call_us(
                     functools.partial(fn, {}, None), number=number, repeat=1
                 )
-        released = sum(db.reconnects for db in dbs.values())
+        released = stats()["released"] - released
         for db in dbs.values():
             db.close()
     rows = [(name, samples[name]) for name, _, _ in cases]
-    off, before, on, every = (statistics.median(samples[name]) for name, _, _ in cases)
+    off, before, on, every, pg_off, pg_every = (
+        statistics.median(samples[name]) for name, _, _ in cases
+    )
     return (
-        table("release_above on a reused PyMySQL connection (per invocation)", rows)
-        + f"\nOff / before release_above: {off / before:.3f}x ({off - before:+.2f} us); "
-        f"on, sample_every=5 / off: {on / off:.3f}x ({on - off:+.2f} us); "
-        f"one sample (every invocation / off): {every / off:.3f}x ({every - off:+.1f} us). "
-        f"Reconnects during the run: {released}.\n"
+        table("release_above on a reused PyMySQL / psycopg connection (per invocation)", rows)
+        + f"\nPyMySQL on MariaDB: off / before release_above: {off / before:.3f}x "
+        f"({off - before:+.2f} us); on, sample_every=5 / off: {on / off:.3f}x "
+        f"({on - off:+.2f} us); one sample (every invocation / off): {every / off:.3f}x "
+        f"({every - off:+.1f} us). psycopg on PostgreSQL, one sample and its ROLLBACK: "
+        f"{pg_every / pg_off:.3f}x ({pg_every - pg_off:+.1f} us). "
+        f"Releases during the run: {released} (the servers are nearly empty).\n"
     )
 
 
