@@ -4,6 +4,13 @@ Routing and wire details only; every decision is made by ``SandboxState``. One s
 (one port) per execution environment, so a request from a killed runtime can never be
 mistaken for one from its successor.
 
+No thread of its own: the supervisor thread that waits for an invocation serves the API
+itself (``pump``), in one ``poll`` on the listening socket, the connections and the
+runtime's pidfd. A request Lambda holds open (``/next``, ``/event/next``) is parked and
+answered by ``release`` right after a dispatch. A thread per connection cost two thread
+hand-offs (and the GIL going back and forth) per invocation; an environment that waits
+for nothing costs nothing, however many a fleet runs.
+
 The HTTP/1.1 parsing is a few lines instead of ``http.server``: the clients are libcurl
 (awslambdaric's native client, one keep-alive connection) and urllib, every request is
 small, and ``http.server``'s header parsing was a tenth of the cost of an invocation.
@@ -11,110 +18,374 @@ small, and ``http.server``'s header parsing was a tenth of the cost of an invoca
 
 from __future__ import annotations
 
-import socketserver
-import threading
+import select
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 
 from lambda_conn.local._constants import EXTENSIONS_API_VERSION, RUNTIME_API_VERSION
-from lambda_conn.local._state import Invocation, Reply, SandboxState
+from lambda_conn.local._extensions import Extension
+from lambda_conn.local._state import Reply, SandboxState
 
 __all__ = ["RuntimeApiServer"]
 
 _RUNTIME = f"/{RUNTIME_API_VERSION}/runtime"
 _EXTENSION = f"/{EXTENSIONS_API_VERSION}/extension"
 _INVOCATION = f"{_RUNTIME}/invocation/"
+_NEXT = f"{_INVOCATION}next"
+_EVENT_NEXT = f"{_EXTENSION}/event/next"
 _NOT_FOUND = Reply(404, b'{"errorMessage":"not found","errorType":"NotFound"}')
 _BAD_REQUEST = Reply(400, b'{"errorMessage":"bad request","errorType":"InvalidRequestFormat"}')
 _ACCEPTED = Reply(202, b'{"status":"OK"}')
 _MAX_LINE = 65_536
+_MAX_HEAD = 4 * _MAX_LINE
 _MAX_BODY = 64 * 1024 * 1024
+_RECV_SIZE = 262_144
+_READ = select.POLLIN | select.POLLPRI
+_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
+Take = Callable[[], "Reply | None"]
 
 
 class _BadRequest(Exception):
     pass
 
 
-class _Connection(socketserver.StreamRequestHandler):
-    """Serves requests on one keep-alive connection until the client closes it."""
+@dataclass
+class _Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    keep_alive: bool
 
-    disable_nagle_algorithm = True
-    server: RuntimeApiServer
 
-    def handle(self) -> None:
-        try:
-            while self._serve_one():
-                pass
-        except (OSError, _BadRequest):
-            pass
-
-    def _line(self) -> bytes:
-        line = self.rfile.readline(_MAX_LINE + 1)
-        if len(line) > _MAX_LINE:
+def _line_end(buf: bytearray, start: int) -> tuple[int, int]:
+    """(end of the line's content, start of the next line), or (-1, -1) if incomplete."""
+    end = buf.find(b"\n", start)
+    if end < 0:
+        if len(buf) - start > _MAX_LINE:
             raise _BadRequest("line too long")
-        return line
+        return -1, -1
+    if end - start > _MAX_LINE:
+        raise _BadRequest("line too long")
+    return (end - 1 if end > start and buf[end - 1] == 13 else end), end + 1
 
-    def _serve_one(self) -> bool:
-        request_line = self._line()
-        if not request_line.strip():
-            return False
+
+def _chunked(buf: bytearray, pos: int) -> tuple[bytes, int] | None:
+    """A chunked body from ``pos``: (body, end) or None while incomplete."""
+    chunks: list[bytes] = []
+    while True:
+        end, nxt = _line_end(buf, pos)
+        if end < 0:
+            return None
         try:
-            method, target, version = request_line.decode("latin-1").split()
+            size = int(bytes(buf[pos:end]).split(b";")[0].strip() or b"0", 16)
         except ValueError:
-            self._send(_BAD_REQUEST, keep_alive=False)
-            return False
-        headers: dict[str, str] = {}
-        while True:
-            line = self._line()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        connection = headers.get("connection", "").lower()
-        keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
-        body = self._body(headers)
-        reply = self._route(method, target.split("?", 1)[0], headers, body)
-        if reply is None:  # the environment is gone, and so is whoever asked
-            return False
-        self._send(reply, keep_alive=keep_alive)
-        return keep_alive
+            raise _BadRequest("bad chunk size") from None
+        if size < 0 or size > _MAX_BODY:
+            raise _BadRequest("bad chunk size")
+        if size == 0:
+            pos = nxt
+            while True:  # trailers, up to the empty line
+                end, nxt = _line_end(buf, pos)
+                if end < 0:
+                    return None
+                if end == pos:
+                    return b"".join(chunks), nxt
+                pos = nxt
+        if len(buf) < nxt + size:
+            return None
+        chunks.append(bytes(buf[nxt : nxt + size]))
+        end, pos = _line_end(buf, nxt + size)
+        if end < 0:
+            return None
 
-    def _body(self, headers: dict[str, str]) -> bytes:
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self._line().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self._line() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self._line()
+
+def _crlf_head(buf: bytearray) -> tuple[list[str], int] | None:
+    """The request line and header lines of a head no longer than a line whose every
+    line ends in CRLF (what libcurl and urllib send), split in one go; None otherwise."""
+    end = buf.find(b"\r\n\r\n")
+    if end <= 0 or end > _MAX_LINE or buf[0] in b"\r\n":
+        return None
+    head = bytes(buf[:end])
+    if head.count(b"\n") != head.count(b"\r\n"):
+        return None
+    return head.decode("latin-1").split("\r\n"), end + 4
+
+
+def parse_request(buf: bytearray) -> tuple[_Request, int] | None:
+    """The first complete request in ``buf`` and where it ends; None while incomplete.
+    Raises ``_BadRequest`` (close without an answer) or returns a request whose method is
+    empty (answer 400, then close) for what cannot be served."""
+    fast = _crlf_head(buf)
+    if fast is not None:
+        lines, pos = fast
+        parts = lines[0].split()
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return _request(buf, parts, headers, pos)
+    return _parse_by_line(buf)
+
+
+def _parse_by_line(buf: bytearray) -> tuple[_Request, int] | None:
+    """The general parser: bare LF line ends, empty lines before the request line,
+    heads still incomplete, lines too long."""
+    pos = 0
+    while True:  # empty lines before a request line are ignored (RFC 9112, 2.2)
+        end, nxt = _line_end(buf, pos)
+        if end < 0:
+            return None
+        if end > pos:
+            break
+        pos = nxt
+    parts = bytes(buf[pos:end]).decode("latin-1").split()
+    pos = nxt
+    headers: dict[str, str] = {}
+    while True:
+        end, nxt = _line_end(buf, pos)
+        if end < 0:
+            if len(buf) > _MAX_HEAD:
+                raise _BadRequest("header too long")
+            return None
+        if end == pos:
+            pos = nxt
+            break
+        name, _, value = bytes(buf[pos:end]).decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+        pos = nxt
+    return _request(buf, parts, headers, pos)
+
+
+def _request(
+    buf: bytearray, parts: list[str], headers: dict[str, str], pos: int
+) -> tuple[_Request, int] | None:
+    """The request once its head is parsed: its body from ``pos``, if complete."""
+    if len(parts) != 3:
+        return _Request("", "", headers, b"", False), pos
+    method, target, version = parts
+    connection = headers.get("connection", "").lower()
+    keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        got = _chunked(buf, pos)
+        if got is None:
+            return None
+        body, pos = got
+    else:
         try:
             length = int(headers.get("content-length") or 0)
         except ValueError:
             raise _BadRequest("bad content-length") from None
         if not 0 <= length <= _MAX_BODY:
             raise _BadRequest("bad content-length")
-        return self.rfile.read(length) if length else b""
+        if len(buf) < pos + length:
+            return None
+        body, pos = bytes(buf[pos : pos + length]), pos + length
+    return _Request(method, target.split("?", 1)[0], headers, body, keep_alive), pos
 
-    def _send(self, reply: Reply, *, keep_alive: bool) -> None:
-        head = [f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}"]
-        head += [f"{name}: {value}" for name, value in reply.headers]
-        head.append(f"Content-Length: {len(reply.body)}")
-        if not keep_alive:
-            head.append("Connection: close")
-        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body)
 
-    def _route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply | None:
-        state = self.server.state
+def _encode(reply: Reply, keep_alive: bool) -> bytes:
+    head = [f"HTTP/1.1 {reply.status} {_PHRASES[reply.status]}"]
+    head += [f"{name}: {value}" for name, value in reply.headers]
+    head.append(f"Content-Length: {len(reply.body)}")
+    if not keep_alive:
+        head.append("Connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body
+
+
+class _Connection:
+    """One client connection: what it sent so far, what is still to be written, and the
+    request parked on it (HTTP answers in order, so nothing after it is read meanwhile)."""
+
+    __slots__ = ("closing", "inbox", "keep_alive", "outbox", "parked", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbox = bytearray()
+        self.outbox = bytearray()
+        self.parked: Take | None = None
+        self.keep_alive = True
+        self.closing = False
+
+
+class RuntimeApiServer:
+    """The API on 127.0.0.1 and a free port, served by whoever calls ``pump``."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.socket = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.socket.setblocking(False)
+        self._poll = select.poll()
+        self._poll.register(self.socket, _READ)
+        self._connections: dict[int, _Connection] = {}
+        self._watched: set[int] = set()
+        self._closed = False
+        # One receive buffer, reused: recv(n) of a large n allocates (mmap, mremap,
+        # munmap) on every call.
+        self._chunk = memoryview(bytearray(_RECV_SIZE))
+
+    @property
+    def address(self) -> str:
+        """The ``AWS_LAMBDA_RUNTIME_API`` value."""
+        host, port = self.socket.getsockname()[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> None:
+        """Nothing to start: requests are served while the supervisor waits (``pump``)."""
+
+    def watch(self, fd: int) -> None:
+        """Let ``pump`` return as soon as ``fd`` is readable (the runtime's pidfd)."""
+        self._watched.add(fd)
+        self._poll.register(fd, _READ)
+
+    def pump(self, timeout: float | None) -> bool:
+        """Serve what arrives within ``timeout`` seconds (None: until something does);
+        True when a watched descriptor became readable. Requests are served first, so a
+        response posted just before an exit is kept."""
+        if self._closed:
+            return True
+        ready = self._poll.poll(None if timeout is None else max(timeout, 0.0) * 1000)
+        watched = False
+        for fd, events in ready:
+            if fd in self._watched:
+                watched = True
+            elif fd == self.socket.fileno():
+                self._accept()
+            else:
+                conn = self._connections.get(fd)
+                if conn is not None:
+                    self._service(conn, events)
+        return watched
+
+    def release(self) -> None:
+        """Answer the parked requests that now have an answer (after a dispatch)."""
+        for conn in list(self._connections.values()):
+            if conn.parked is not None:
+                self._try_parked(conn)
+
+    def stop(self) -> None:
+        """Close every connection (parked requests end unanswered) and the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        for conn in list(self._connections.values()):
+            self._drop(conn)
+        for fd in self._watched:
+            self._poll.unregister(fd)
+        self._watched.clear()
+        self.socket.close()
+
+    # ---------------------------------------------------------------- internals
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Connection(sock)
+            self._connections[sock.fileno()] = conn
+            self._poll.register(sock, _READ)
+
+    def _service(self, conn: _Connection, events: int) -> None:
+        if events & select.POLLOUT:
+            self._flush(conn)
+        if events & _READ:
+            try:
+                size = conn.sock.recv_into(self._chunk)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                size = 0
+            if not size:
+                self._drop(conn)
+                return
+            conn.inbox += self._chunk[:size]
+            self._serve(conn)
+        elif events & _GONE:
+            self._drop(conn)
+
+    def _serve(self, conn: _Connection) -> None:
+        """Answer every complete request in the inbox, up to a parked one."""
+        while conn.parked is None and not conn.closing and conn.inbox:
+            try:
+                got = parse_request(conn.inbox)
+            except (_BadRequest, UnicodeDecodeError):
+                self._drop(conn)
+                return
+            if got is None:
+                return
+            request, end = got
+            del conn.inbox[:end]
+            if not request.method:
+                conn.keep_alive = False
+                self._send(conn, _BAD_REQUEST)
+                return
+            conn.keep_alive = request.keep_alive
+            answer = self._route(request.method, request.path, request.headers, request.body)
+            if isinstance(answer, Reply):
+                self._send(conn, answer)
+            else:
+                conn.parked = answer
+                self._try_parked(conn)
+
+    def _try_parked(self, conn: _Connection) -> None:
+        assert conn.parked is not None
+        reply = conn.parked()
+        if reply is None:
+            return
+        conn.parked = None
+        self._send(conn, reply)
+        self._serve(conn)
+
+    def _send(self, conn: _Connection, reply: Reply) -> None:
+        conn.outbox += _encode(reply, conn.keep_alive)
+        if not conn.keep_alive:
+            conn.closing = True
+        self._flush(conn)
+
+    def _flush(self, conn: _Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.outbox)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._drop(conn)
+            return
+        del conn.outbox[:sent]
+        if conn.outbox:
+            self._poll.modify(conn.sock, _READ | select.POLLOUT)
+        elif conn.closing:
+            self._drop(conn)
+        elif sent:
+            self._poll.modify(conn.sock, _READ)
+
+    def _drop(self, conn: _Connection) -> None:
+        fd = conn.sock.fileno()
+        if self._connections.pop(fd, None) is None:
+            return
+        self._poll.unregister(fd)
+        conn.sock.close()
+
+    def _route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply | Take:
+        """The answer, or what answers it once parked (``/next``, ``/event/next``)."""
+        state = self.state
         if method == "GET":
-            if path == f"{_INVOCATION}next":
-                got = state.runtime_next()
-                if isinstance(got, Invocation):
-                    return Reply(200, got.payload, got.next_headers())
+            if path == _NEXT:
+                return state.runtime_next() or state.runtime_take
+            if path == _EVENT_NEXT:
+                got = state.extension_next(headers.get("lambda-extension-identifier", ""))
+                if isinstance(got, Extension):
+                    ext = got
+                    return lambda: state.extension_take(ext)
                 return got
-            if path == f"{_EXTENSION}/event/next":
-                return state.extension_next(headers.get("lambda-extension-identifier", ""))
             return _NOT_FOUND
         if method != "POST":
             return _NOT_FOUND
@@ -137,39 +408,3 @@ class _Connection(socketserver.StreamRequestHandler):
         if path == f"{_EXTENSION}/exit/error":
             return _ACCEPTED
         return _NOT_FOUND
-
-
-class RuntimeApiServer(socketserver.ThreadingTCPServer):
-    """A threaded server on 127.0.0.1 and a free port, serving one ``SandboxState``."""
-
-    daemon_threads = True
-    allow_reuse_address = False
-    request_queue_size = 64
-
-    def __init__(self, state: SandboxState) -> None:
-        self.state = state
-        super().__init__(("127.0.0.1", 0), _Connection)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> str:
-        """The ``AWS_LAMBDA_RUNTIME_API`` value."""
-        host, port = self.socket.getsockname()[:2]
-        return f"{host}:{port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            daemon=True,
-            name=f"lambda-conn-runtime-api-{self.address}",
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Release blocked requests and stop accepting."""
-        self.state.close()
-        if self._thread is not None:
-            self.shutdown()
-            self._thread = None
-        self.server_close()

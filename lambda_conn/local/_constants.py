@@ -21,8 +21,9 @@ MAX_EXTENSIONS = 10
 # SIGKILL after this grace period (500 ms when only internal extensions exist).
 INTERNAL_EXTENSION_GRACE_S = 0.5
 
-# How often the supervisor samples RSS, exit status and the deadline while the
-# runtime runs. State changes (response posted, /next called) wake it at once.
+# How often the supervisor samples RSS (and descriptors) while the runtime runs: the
+# only periodic wake-up. Requests (response posted, /next called), the runtime's exit
+# (its pidfd) and the deadline (the poll's timeout) wake it at once.
 POLL_INTERVAL_S = 0.005
 
 # Lambda's synchronous response limit; larger responses are refused with 413.

@@ -1,7 +1,14 @@
 """One execution environment: the runtime process group, its API server, its limits.
 
-Spawn, freeze, thaw, measure and kill live here and nowhere else, so the rules about
-which signal goes where are in one screenful.
+Spawn, freeze, thaw, measure, wait and kill live here and nowhere else, so the rules
+about which signal goes where are in one screenful.
+
+Waiting is serving: ``wait`` runs the environment's API server in the calling thread
+until the invoke (or Init) ends, blocked in one ``poll`` that also holds the runtime's
+pidfd, so an exit wakes it at once and no thread of ours runs for an environment nobody
+waits on. Measuring is two reads of descriptors opened once per runtime: ``fstat`` of
+``/proc/PID/fd`` (its size is the descriptor count since Linux 6.2; listed otherwise)
+and a ``pread`` of ``/proc/PID/statm``.
 """
 
 from __future__ import annotations
@@ -16,15 +23,18 @@ import signal
 import subprocess
 import threading
 import time
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Literal
 
 from lambda_conn.local._api_server import RuntimeApiServer
 from lambda_conn.local._config import FunctionConfig
 from lambda_conn.local._constants import FD_LIMIT, INTERNAL_EXTENSION_GRACE_S, POLL_INTERVAL_S
 from lambda_conn.local._records import ShutdownRecord
-from lambda_conn.local._state import SandboxState
+from lambda_conn.local._state import Invocation, SandboxState
 
-__all__ = ["EnvironmentThread", "ExecutionEnvironment"]
+__all__ = ["Ending", "EnvironmentThread", "ExecutionEnvironment"]
+
+Ending = Literal["exit", "memory", "timeout"]  # what cut a wait short
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # Bound before fork: the child runs no Python of ours between fork and exec but these
@@ -103,6 +113,10 @@ class ExecutionEnvironment:
         self._proc: subprocess.Popen[bytes] | None = None
         self._frozen = False
         self._exited = False
+        self._pidfd = -1  # readable once the runtime exited (-1: no pidfd, poll waitid)
+        self._statm = -1  # /proc/PID/statm, open for the runtime's life
+        self._fd_dir = -1  # /proc/PID/fd, open for the runtime's life
+        self._fd_dir_counts: bool | None = None  # its st_size is the count (decided once)
         self.last_fds: int | None = None
         self.last_rss: int | None = None
 
@@ -127,6 +141,24 @@ class ExecutionEnvironment:
         except BaseException:
             self.server.stop()
             raise
+        self._open_proc_files(self._proc.pid)
+
+    def _open_proc_files(self, pid: int) -> None:
+        """The pidfd (where the kernel has them) and the two /proc files ``sample`` reads;
+        while the child is unreaped, its pid (and so these) cannot belong to another."""
+        with contextlib.suppress(OSError, AttributeError):
+            self._pidfd = os.pidfd_open(pid)
+            self.server.watch(self._pidfd)
+        with contextlib.suppress(OSError):
+            self._statm = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+        with contextlib.suppress(OSError):
+            self._fd_dir = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
+
+    def _close_proc_files(self) -> None:
+        for fd in (self._pidfd, self._statm, self._fd_dir):
+            if fd >= 0:
+                os.close(fd)
+        self._pidfd = self._statm = self._fd_dir = -1
 
     @property
     def pid(self) -> int:
@@ -158,20 +190,55 @@ class ExecutionEnvironment:
             self._frozen = False
 
     def sample(self) -> tuple[int | None, int | None]:
-        """Descriptor count and RSS of the runtime process; keeps the last live values."""
-        pid = self.pid
+        """Descriptor count and RSS of the runtime process; keeps the last live values.
+
+        Descriptors first: a resident size above zero read afterwards proves the process
+        had not begun exiting when they were counted (an exiting process reads 0)."""
         try:
-            fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
-            try:
-                rss = int(os.read(fd, 256).split()[1]) * _PAGE_SIZE
-            finally:
-                os.close(fd)
-            fds = len(os.listdir(f"/proc/{pid}/fd"))
+            fds = self._count_fds()
+            rss = int(os.pread(self._statm, 256, 0).split()[1]) * _PAGE_SIZE
         except (OSError, IndexError, ValueError):
             return self.last_fds, self.last_rss
-        if rss and not self.exited():
+        if rss:
             self.last_fds, self.last_rss = fds, rss
         return self.last_fds, self.last_rss
+
+    def _count_fds(self) -> int:
+        if self._fd_dir_counts is None:
+            size = os.fstat(self._fd_dir).st_size
+            self._fd_dir_counts = size > 0 and size == len(os.listdir(self._fd_dir))
+        if self._fd_dir_counts:
+            return os.fstat(self._fd_dir).st_size
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def dispatch(self, inv: Invocation) -> None:
+        """Hand the invocation over, then thaw: the parked ``/next`` is answered from this
+        thread while the runtime is still frozen, so SIGCONT finds the event waiting and
+        the runtime wakes once, not once for the signal and again for the event."""
+        self.state.dispatch(inv)
+        self.server.release()
+        self.thaw()
+
+    def wait(self, done: Callable[[], bool], deadline: float, limit: int) -> Ending | None:
+        """Serve the API until ``done()``, watching what Lambda watches meanwhile: the
+        runtime exiting (its pidfd), its resident memory passing ``limit`` (sampled every
+        POLL_INTERVAL_S while it runs: the only poll), the deadline. None when done."""
+        server = self.server
+        next_sample = time.perf_counter() + POLL_INTERVAL_S
+        while not done():
+            if self._exited:
+                return "exit"
+            now = time.perf_counter()
+            if now >= next_sample:
+                _, rss = self.sample()
+                if rss is not None and rss > limit:
+                    return "memory"
+                next_sample = now + POLL_INTERVAL_S
+            if now >= deadline:
+                return "timeout"
+            if server.pump(min(deadline, next_sample) - now) or self._pidfd < 0:
+                self.exited()
+        return None
 
     # ------------------------------------------------------------------ endings
     def kill_now(self) -> None:
@@ -203,10 +270,7 @@ class ExecutionEnvironment:
         self.thaw()
         self._wait_main_thread_asleep(_SETTLE_S)
         _signal_main_thread(self.pid, signal.SIGTERM)
-        deadline = start + INTERNAL_EXTENSION_GRACE_S
-        while not self.exited() and time.perf_counter() < deadline:
-            time.sleep(POLL_INTERVAL_S)
-        within = self.exited()
+        within = self.wait(self.exited, start + INTERNAL_EXTENSION_GRACE_S, limit=1 << 62) is None
         self._signal_group(signal.SIGKILL)
         return self._finish(reason, start, sigterm_sent=True, exited_within_grace=within)
 
@@ -235,6 +299,7 @@ class ExecutionEnvironment:
         self._exited = True
         extensions = self.state.extension_count()
         self.server.stop()
+        self._close_proc_files()
         return ShutdownRecord(
             environment=self.generation,
             reason=reason,

@@ -13,19 +13,17 @@ import os
 import signal
 import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from lambda_conn.local._config import FunctionConfig
-from lambda_conn.local._constants import INIT_TIMEOUT_S, POLL_INTERVAL_S
+from lambda_conn.local._constants import INIT_TIMEOUT_S
 from lambda_conn.local._environment import ExecutionEnvironment, Output
 from lambda_conn.local._records import InvocationRecord, Outcome, ResetReason, ShutdownRecord
 from lambda_conn.local._state import Invocation
 
 __all__ = ["LocalLambda"]
 
-_Ending = Literal["exit", "memory", "timeout"]  # what cut an invoke short
 _InitFailure = Literal["exit", "memory", "timeout", "init_error"]
 
 
@@ -36,9 +34,15 @@ def _decode(body: bytes) -> Any:
         return body.decode("utf-8", "replace")
 
 
+def _request_id() -> str:
+    """A random (version 4) UUID, as ``str(uuid.uuid4())`` in a third of its time."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 def _trace_id() -> str:
-    root = f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
-    return f"Root={root};Parent={uuid.uuid4().hex[:16]};Sampled=0"
+    h = os.urandom(20).hex()
+    return f"Root=1-{int(time.time()):08x}-{h[:24]};Parent={h[24:]};Sampled=0"
 
 
 def _exit_message(request_id: str, status: int | None) -> str:
@@ -116,7 +120,7 @@ class LocalLambda:
         with self._lock:
             if self._closed:
                 raise RuntimeError("this LocalLambda is closed; create a new one to invoke again")
-            request_id = str(uuid.uuid4())
+            request_id = _request_id()
             try:
                 record = self._invoke_locked(request_id, payload)
             except BaseException:
@@ -170,8 +174,7 @@ class LocalLambda:
 
     def _invoke_locked(self, request_id: str, payload: bytes) -> InvocationRecord:
         env = self._env
-        if env is not None:
-            env.thaw()
+        if env is not None:  # frozen: ``dispatch`` thaws it
             return self._run(env, request_id, payload, cold=False, init_ms=None)
         env = self._start_environment()
         self._env = env  # so that an interrupt during Init still kills it
@@ -187,27 +190,11 @@ class LocalLambda:
         env.start()
         return env
 
-    def _watch(
-        self, env: ExecutionEnvironment, done: Callable[[float], bool], deadline: float
-    ) -> _Ending | None:
-        """Wait until ``done(poll_s)`` is true, watching what Lambda watches meanwhile: the
-        runtime exiting, its resident memory passing the size, the deadline."""
-        limit = self.config.memory_bytes
-        while not done(POLL_INTERVAL_S):
-            if env.exited():
-                return "exit"
-            _, rss = env.sample()
-            if rss is not None and rss > limit:
-                return "memory"
-            if time.perf_counter() >= deadline:
-                return "timeout"
-        return None
-
     def _wait_init(self, env: ExecutionEnvironment) -> tuple[_InitFailure | None, float]:
         """Wait for Init (runtime at /next, extensions at /event/next) under Lambda's limits."""
         start = time.perf_counter()
-        failure: _InitFailure | None = self._watch(
-            env, env.state.wait_init, start + self.config.init_timeout_s
+        failure: _InitFailure | None = env.wait(
+            env.state.init_done, start + self.config.init_timeout_s, self.config.memory_bytes
         )
         if env.state.init_error is not None:
             failure = "init_error"
@@ -221,9 +208,7 @@ class LocalLambda:
         init_ms: float,
     ) -> InvocationRecord:
         if failure == "init_error":  # awslambdaric exits right after posting; let it
-            deadline = time.perf_counter() + 1.0
-            while not env.exited() and time.perf_counter() < deadline:
-                time.sleep(POLL_INTERVAL_S)
+            env.wait(env.exited, time.perf_counter() + 1.0, self.config.memory_bytes)
         shutdown = env.shut_down("timeout") if failure == "timeout" else env.kill(failure)
         self._shutdowns.append(shutdown)
         status = env.exit_status()
@@ -292,8 +277,8 @@ class LocalLambda:
         limit = cfg.memory_bytes
         start = time.perf_counter()
         deadline = start + cfg.timeout_s
-        env.state.dispatch(inv)
-        ending = self._watch(env, lambda poll: env.state.wait_invoke(inv, poll), deadline)
+        env.dispatch(inv)
+        ending = env.wait(lambda: env.state.invoke_done(inv), deadline, limit)
         end = time.perf_counter()
         if ending is None:
             _, rss = env.sample()

@@ -1,22 +1,24 @@
-"""The rendezvous between the API server's threads and the supervisor (RAPID's state).
+"""RAPID's state of one execution environment, as a state machine that never blocks.
 
-One ``SandboxState`` exists per execution environment. HTTP threads call the
-``runtime_*`` and ``extension_*`` methods (which may block, as the real endpoints do);
-the supervisor calls ``dispatch`` and the ``wait_*`` methods. Everything is guarded by
-one condition variable: a state change wakes the supervisor at once instead of on its
-next poll, which keeps the per-invocation overhead low.
+One ``SandboxState`` exists per execution environment. The API server calls the
+``runtime_*`` and ``extension_*`` methods for each request; a request that Lambda holds
+open (``/next``, ``/event/next``) is *parked* by the server, which asks the matching
+``*_take`` method for its answer after each dispatch. The supervisor calls ``dispatch``
+and tests ``init_done`` / ``invoke_done`` while it serves the API itself, in the thread
+that waits for the invocation: no hand-off between threads on the way.
+
+Not thread-safe: one thread at a time drives an environment (the one invoking it).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 
 from lambda_conn.local._constants import MAX_RESPONSE_BYTES
-from lambda_conn.local._extensions import ExtensionRegistry, RegistrationError
+from lambda_conn.local._extensions import Extension, ExtensionRegistry, RegistrationError
 
 __all__ = ["FunctionMetadata", "Invocation", "Reply", "SandboxState"]
 
@@ -100,8 +102,6 @@ class SandboxState:
 
     def __init__(self, metadata: FunctionMetadata) -> None:
         self._metadata = metadata
-        self._cond = threading.Condition()
-        self._closed = False
         self._registry = ExtensionRegistry()
         self._runtime_ready = False
         self._runtime_next_calls = 0
@@ -111,64 +111,62 @@ class SandboxState:
         self.init_error_type: str | None = None
 
     # ----------------------------------------------------------------- runtime side
-    def runtime_next(self) -> Invocation | Reply | None:
-        """Block until an invocation is dispatched; None once the environment is gone."""
-        with self._cond:
-            if self._current is not None and not self._current.answered:
-                return _error_reply(
-                    403, "InvalidStateTransition", "/next called before answering the invoke"
-                )
-            self._current = None
-            self._registry.close()
-            self._runtime_ready = True
-            self._runtime_next_calls += 1
-            self._cond.notify_all()
-            while self._pending is None and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return None
-            self._current, self._pending = self._pending, None
-            return self._current
+    def runtime_next(self) -> Reply | None:
+        """The runtime is at ``/next``: an error to answer at once, or None to park the
+        request until ``runtime_take`` has an invocation for it."""
+        if self._current is not None and not self._current.answered:
+            return _error_reply(
+                403, "InvalidStateTransition", "/next called before answering the invoke"
+            )
+        self._current = None
+        self._registry.close()
+        self._runtime_ready = True
+        self._runtime_next_calls += 1
+        return None
+
+    def runtime_take(self) -> Reply | None:
+        """The answer of a parked ``/next``: the dispatched invocation, or None (wait)."""
+        inv = self._pending
+        if inv is None:
+            return None
+        self._current, self._pending = inv, None
+        return Reply(200, inv.payload, inv.next_headers())
 
     def runtime_response(self, request_id: str, body: bytes) -> Reply:
         """Store the response *before* answering 202: the caller has it from this point."""
-        with self._cond:
-            inv, refused = self._answerable(request_id)
-            if inv is None:
-                return refused
-            if len(body) > MAX_RESPONSE_BYTES:
-                message = (
-                    f"Response payload size ({len(body)} bytes) exceeded maximum allowed "
-                    f"payload size ({MAX_RESPONSE_BYTES} bytes)."
-                )
-                inv.error = json.dumps(
-                    {"errorMessage": message, "errorType": "Function.ResponseSizeTooLarge"}
-                ).encode()
-                inv.error_type = "Function.ResponseSizeTooLarge"
-                self._answer(inv)
-                return _error_reply(413, "RequestEntityTooLarge", message)
-            inv.response = body
-            self._answer(inv)
-            return _ACCEPTED
+        inv, refused = self._answerable(request_id)
+        if inv is None:
+            return refused
+        if len(body) > MAX_RESPONSE_BYTES:
+            message = (
+                f"Response payload size ({len(body)} bytes) exceeded maximum allowed "
+                f"payload size ({MAX_RESPONSE_BYTES} bytes)."
+            )
+            inv.error = json.dumps(
+                {"errorMessage": message, "errorType": "Function.ResponseSizeTooLarge"}
+            ).encode()
+            inv.error_type = "Function.ResponseSizeTooLarge"
+            inv.answered_at = time.perf_counter()
+            return _error_reply(413, "RequestEntityTooLarge", message)
+        inv.response = body
+        inv.answered_at = time.perf_counter()
+        return _ACCEPTED
 
     def runtime_error(self, request_id: str, body: bytes, error_type: str | None) -> Reply:
-        with self._cond:
-            inv, refused = self._answerable(request_id)
-            if inv is None:
-                return refused
-            inv.error = body
-            inv.error_type = error_type
-            self._answer(inv)
-            return _ACCEPTED
+        inv, refused = self._answerable(request_id)
+        if inv is None:
+            return refused
+        inv.error = body
+        inv.error_type = error_type
+        inv.answered_at = time.perf_counter()
+        return _ACCEPTED
 
     def runtime_init_error(self, body: bytes, error_type: str | None) -> Reply:
-        with self._cond:
-            if self._runtime_next_calls:
-                return _error_reply(403, "InvalidStateTransition", "init already completed")
-            self.init_error = body
-            self.init_error_type = error_type
-            self._cond.notify_all()
-            return _ACCEPTED
+        if self._runtime_next_calls:
+            return _error_reply(403, "InvalidStateTransition", "init already completed")
+        self.init_error = body
+        self.init_error_type = error_type
+        return _ACCEPTED
 
     def _answerable(self, request_id: str) -> tuple[Invocation | None, Reply]:
         inv = self._current
@@ -178,22 +176,16 @@ class SandboxState:
             return None, _error_reply(403, "InvalidStateTransition", "invocation already answered")
         return inv, _ACCEPTED
 
-    def _answer(self, inv: Invocation) -> None:
-        # No notify: the invoke ends only when the runtime is back at /next, which
-        # notifies; an exit after answering is seen by the supervisor's poll.
-        inv.answered_at = time.perf_counter()
-
     # --------------------------------------------------------------- extension side
     def extension_register(self, name: str, body: bytes) -> Reply:
         try:
             events = json.loads(body or b"{}").get("events", [])
         except (ValueError, AttributeError):
             return _error_reply(403, "InvalidRequestFormat", "body is not a JSON object")
-        with self._cond:
-            try:
-                ext = self._registry.register(name, events)
-            except RegistrationError as exc:
-                return _error_reply(403, exc.error_type, exc.message)
+        try:
+            ext = self._registry.register(name, events)
+        except RegistrationError as exc:
+            return _error_reply(403, exc.error_type, exc.message)
         meta = self._metadata
         return _json_reply(
             200,
@@ -201,29 +193,30 @@ class SandboxState:
             ("Lambda-Extension-Identifier", ext.identifier),
         )
 
-    def extension_next(self, identifier: str) -> Reply | None:
-        """Block until an event for this extension; None once the environment is gone."""
-        with self._cond:
-            if not identifier:
-                return _error_reply(
-                    403, "Extension.MissingHeader", "Lambda-Extension-Identifier header missing"
-                )
-            ext = self._registry.get(identifier)
-            if ext is None:
-                return _error_reply(
-                    403, "Extension.UnknownExtensionIdentifier", f"Unknown extension {identifier}"
-                )
-            ext.ready = True
-            ext.next_calls += 1
-            self._cond.notify_all()
-            while not ext.queue and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return None
-            event = ext.queue.popleft()
+    def extension_next(self, identifier: str) -> Reply | Extension:
+        """The extension is at ``/event/next``: an error to answer at once, or the
+        extension whose parked request ``extension_take`` answers."""
+        if not identifier:
+            return _error_reply(
+                403, "Extension.MissingHeader", "Lambda-Extension-Identifier header missing"
+            )
+        ext = self._registry.get(identifier)
+        if ext is None:
+            return _error_reply(
+                403, "Extension.UnknownExtensionIdentifier", f"Unknown extension {identifier}"
+            )
+        ext.ready = True
+        ext.next_calls += 1
+        return ext
+
+    @staticmethod
+    def extension_take(ext: Extension) -> Reply | None:
+        """The answer of a parked ``/event/next``: its next event, or None (wait)."""
+        if not ext.queue:
+            return None
         return Reply(
             200,
-            event,
+            ext.queue.popleft(),
             (
                 ("Content-Type", "application/json"),
                 ("Lambda-Extension-Event-Identifier", str(uuid.uuid4())),
@@ -231,47 +224,31 @@ class SandboxState:
         )
 
     # -------------------------------------------------------------- supervisor side
-    def _init_done(self) -> bool:
-        return (
+    def init_done(self) -> bool:
+        """True once Init ended: runtime at ``/next``, every extension at ``/event/next``,
+        or an init error was posted."""
+        return self.init_error is not None or (
             self._runtime_next_calls > 0
             and self._runtime_ready
             and all(ext.next_calls > 0 for ext in self._registry)
             and self._registry.all_ready()
         )
 
-    def wait_init(self, timeout: float) -> bool:
-        """True once Init ended: runtime at ``/next``, every extension at ``/event/next``,
-        or an init error was posted."""
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: self.init_error is not None or self._init_done(), timeout
-            )
-
     def dispatch(self, inv: Invocation) -> None:
-        """Hand the request to the runtime and an INVOKE event to subscribed extensions."""
-        with self._cond:
-            self._pending = inv
-            self._runtime_ready = False
+        """Hand the request to the runtime and an INVOKE event to subscribed extensions
+        (the server then answers the parked requests)."""
+        self._pending = inv
+        self._runtime_ready = False
+        subscribed = self._registry.subscribed("INVOKE")
+        if subscribed:
             event = inv.invoke_event()
-            for ext in self._registry.subscribed("INVOKE"):
+            for ext in subscribed:
                 ext.queue.append(event)
                 ext.ready = False
-            self._cond.notify_all()
 
-    def wait_invoke(self, inv: Invocation, timeout: float) -> bool:
+    def invoke_done(self, inv: Invocation) -> bool:
         """True once the invoke ended: answered, runtime back at ``/next``, extensions ready."""
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: inv.answered and self._runtime_ready and self._registry.all_ready(),
-                timeout,
-            )
+        return inv.answered and self._runtime_ready and self._registry.all_ready()
 
     def extension_count(self) -> int:
-        with self._cond:
-            return len(self._registry)
-
-    def close(self) -> None:
-        """Release every blocked HTTP thread; their process is gone."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        return len(self._registry)
