@@ -153,6 +153,7 @@ def _quick_start_soak(tmp: Path, request: Any) -> tuple[Path, dict[str, str]]:
 
 CONTEXTS: dict[str, Context] = {
     "python3 -m pip install -e '.[local]' && lambda-conn demo": _in_checkout,
+    "lambda-conn demo --fanout": _in_checkout,
     "python3 -m pip install -e '.[test]' && python3 benchmarks/run.py": _in_checkout,
     "lambda-conn soak app.handler -n 2000 --memory 512": _soak_example,
     "lambda-conn soak app.handler -n 2000 --concurrency 8": _soak_example,
@@ -165,7 +166,11 @@ CONTEXTS: dict[str, Context] = {
 # What each run must show (regular expressions), beyond exiting 0: a command that "works"
 # but prints nothing useful is not the page's promise.
 EXPECT = {
-    "lambda-conn demo": [r"2\. leaky, @managed_connection +\| 1500 +\| 1500 ", "invocations in"],
+    "&& lambda-conn demo\n": [
+        r"2\. leaky, @managed_connection +\| 1500 +\| 1500 ",
+        "invocations in",
+    ],
+    "lambda-conn demo --fanout": [r"1\. unprotected +\| 400 ", r"4\. RDSConnector +\| 400 "],
     "benchmarks/run.py": ["# lambda_conn benchmarks"],
     "lambda-conn soak app.handler -n 2000 --memory 512": [r"succeeded +2000\n", r"failed +0\n"],
     "lambda-conn soak app.handler -n 2000 --concurrency 8": [
