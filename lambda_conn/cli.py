@@ -108,9 +108,10 @@ created, peak concurrent environments, failures for "too many connections" (MySQ
 PostgreSQL 53300) in rows of their own, RDSConnector retries logged by the function, the
 supervisor's own memory and, with --dsn, the server's peak connections against its
 max_connections (a DSN that cannot be sampled: exit 2 before the first invocation).
---plot then draws server connections, environments busy and failures over time. The
-first invocation runs alone: a concurrency whose environments would not fit in the
-memory available is refused with the number that fits.
+--plot then draws server connections, environments busy and failures over time. When C
+environments of --memory MB would not fit in the memory available, the first invocation
+runs alone and a concurrency whose environments (its measured RSS) do not fit is refused
+with the number that fits.
 """
 
 

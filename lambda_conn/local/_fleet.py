@@ -343,10 +343,11 @@ def fleet_soak(
     """Invoke ``handler`` ``n`` times from ``concurrency`` concurrent callers.
 
     Each caller sends one request at a time; a request goes to a warm idle environment,
-    or to a new one when every warm one is busy (so at most ``concurrency`` exist). The
-    first invocation runs alone: its environment's resident memory tells how many fit in
-    the memory available, and a larger ``concurrency`` raises ``CapacityError`` (a
-    ValueError) before any other environment starts. ``ramp_s``: callers join one by
+    or to a new one when every warm one is busy (so at most ``concurrency`` exist).
+    When ``concurrency`` environments at ``memory_mb`` each would not fit in the memory
+    available, the first invocation runs alone: its environment's resident memory tells
+    how many fit, and a larger ``concurrency`` raises ``CapacityError`` (a ValueError)
+    before any other environment starts. ``ramp_s``: callers join one by
     one, concurrency rising linearly from 1 to ``concurrency`` over that many seconds.
     ``idle_s``: after half the invocations, every environment is frozen that long.
     ``dsn`` (``mysql://`` or ``postgresql://``): the server's own count of client
@@ -438,9 +439,12 @@ def _run(
         normal_end = False
         start = time.perf_counter()
         try:
+            # Environments are killed above memory_mb: if that many of them fit, they do.
+            probe = available is not None and concurrency * first.config.memory_bytes > available
             fleet.start_caller(0)
-            fleet.wait_probe()
-            if not fleet.stop.is_set():
+            if probe:
+                fleet.wait_probe()
+            if probe and not fleet.stop.is_set():
                 check_capacity(
                     concurrency,
                     per_environment=fleet.collector.first_rss or None,

@@ -8,7 +8,9 @@ output, and the records stay compact.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import sys
 import time
 import tracemalloc
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,7 @@ HANDLERS = """
                     if time.monotonic() > deadline:
                         return {"pid": os.getpid(), "barrier": "timed out"}
                     time.sleep(0.005)
+        time.sleep(event.get("sleep_s", 0))
         return {"pid": os.getpid()}
 
     def crash_third(event, context):
@@ -194,12 +198,41 @@ def test_idle_freezes_every_environment_mid_run(write_handler, tmp_path):
     assert report.fleet.environments_created == 3
 
 
-def test_ramp_lets_callers_join_one_by_one(write_handler):
+def test_ramp_lets_callers_join_one_by_one(write_handler, tmp_path):
     root = write_handler("app", HANDLERS)
-    report = _soak("app.ok", 30, concurrency=3, ramp_s=0.4, handler_dir=root)
+    (tmp_path / "seen").mkdir()
+    # caller k of 3 joins at 0.3 * k / 2 s; the barrier holds the second and third
+    # environments' first requests until three exist, so the third must be there
+    report = _soak(
+        "app.barrier",
+        200,  # at least 1 s of work for the first caller alone: all three join
+        concurrency=3,
+        ramp_s=0.3,
+        event={"dir": str(tmp_path / "seen"), "want": 3, "sleep_s": 0.005},
+        handler_dir=root,
+        keep_responses=True,
+    )
     assert report.summary.failed == 0
-    assert report.fleet.ramp_s == 0.4
-    assert report.fleet.peak_environments <= 3
+    assert not [r for r in report.records if r.response.get("barrier")]
+    assert report.fleet.ramp_s == 0.3
+    assert report.fleet.peak_environments == report.fleet.environments_created == 3
+    # an environment exists only once as many callers have joined: the k-th (from 0) was
+    # started by a request sent no earlier than caller k's join time
+    cold = sorted(t for r, t in zip(report.records, report.started_s, strict=True) if r.cold_start)
+    assert len(cold) == 3
+    for k, sent in enumerate(cold):
+        assert sent >= 0.3 * k / 2, (k, sent)
+
+
+def test_init_failures_in_a_row_stop_the_fleet(write_handler):
+    root = write_handler("broken", "import no_such_module_here\n")
+    report = _soak("broken.handler", 500, concurrency=3, handler_dir=root)
+    assert report.stopped_early is not None
+    assert report.stopped_early.startswith("Init failed 10 times in a row")
+    # the callers stop asking: at most the requests in flight when it stopped follow
+    assert 10 <= len(report.records) <= 12
+    assert all(r.reset_reason == "init_error" for r in report.records)
+    assert report.fleet.environments_created == len(report.records)
 
 
 def test_records_stay_compact(write_handler):
@@ -324,6 +357,11 @@ CHILDREN = """
                 time.sleep(0.005)
         time.sleep(0.05)
         return {"pid": os.getpid()}
+
+    def slow(event, context):
+        with open(os.path.join(event["dir"], str(os.getpid())), "w"):
+            pass
+        time.sleep(60)
 """
 
 
@@ -358,21 +396,35 @@ def _cli() -> list[str]:
     return [sys.executable, "-m", "lambda_conn.cli"]
 
 
+@pytest.fixture
+def mark() -> Iterator[str]:
+    """A mark in the function's environment; whatever still carries it after the test
+    (after its assertions, or when it failed) is SIGKILLed."""
+    value = uuid.uuid4().hex
+    yield value
+    for pid, _ in _marked(value):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _start_fleet(
-    root: Path, seen: Path, mark: str, *extra: str, capture: bool = True
+    root: Path,
+    seen: Path,
+    mark: str,
+    *extra: str,
+    capture: bool = True,
+    handler: str = "kids.handler",
+    options: tuple[str, ...] = ("-n", "40", "--idle", "600"),
 ) -> subprocess.Popen[bytes]:
     (root / "event.json").write_text(f'{{"dir": "{seen}"}}')
     return subprocess.Popen(
         [
             *_cli(),
             "soak",
-            "kids.handler",
-            "-n",
-            "40",
+            handler,
+            *options,
             "--concurrency",
             "4",
-            "--idle",
-            "600",
             "--event",
             "event.json",
             "--env",
@@ -385,11 +437,10 @@ def _start_fleet(
     )
 
 
-def test_ctrl_c_prints_the_table_and_leaves_no_process(write_handler, tmp_path):
+def test_ctrl_c_prints_the_table_and_leaves_no_process(write_handler, tmp_path, mark):
     root = write_handler("kids", CHILDREN)
     seen = tmp_path / "seen"
     seen.mkdir()
-    mark = uuid.uuid4().hex
     proc = _start_fleet(root, seen, mark)
     try:
         # four environments and their four children up, all frozen by --idle
@@ -412,14 +463,39 @@ def test_ctrl_c_prints_the_table_and_leaves_no_process(write_handler, tmp_path):
     assert _marked(mark) == []
 
 
-def test_runtimes_die_with_a_killed_supervisor(write_handler, tmp_path):
-    """Frozen runtimes forked from the fleet's caller threads die with a SIGKILLed
-    supervisor (PR_SET_PDEATHSIG; a running one would also die of its runtime API gone).
-    Their children have no death signal and stay: the test kills them."""
+def test_ctrl_c_kills_the_invocations_in_flight(write_handler, tmp_path, mark):
+    """Four requests that would run for a minute: Ctrl-C ends them at once (each a crash
+    of its environment, as the caller sees it), and nothing survives."""
     root = write_handler("kids", CHILDREN)
     seen = tmp_path / "seen"
     seen.mkdir()
-    mark = uuid.uuid4().hex
+    options = ("-n", "100", "--timeout", "120", "--json", "out.json")
+    proc = _start_fleet(root, seen, mark, handler="kids.slow", options=options)
+    try:
+        _wait_for(lambda: len(os.listdir(seen)) >= 4, "four requests in flight")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err.decode()
+    data = json.loads((root / "out.json").read_text())
+    assert data["stopped_early"] == "interrupted"
+    assert [r["outcome"] for r in data["records"]] == ["crash"] * len(data["records"])
+    assert len(data["records"]) >= 4
+    assert all("signal: killed" in r["error_message"] for r in data["records"])
+    assert "Runtime.ExitError" in out.decode()
+    assert _marked(mark) == []
+
+
+def test_runtimes_die_with_a_killed_supervisor(write_handler, tmp_path, mark):
+    """Frozen runtimes forked from the fleet's caller threads die with a SIGKILLed
+    supervisor (PR_SET_PDEATHSIG; a running one would also die of its runtime API gone).
+    Their children have no death signal and stay (frozen): the mark fixture kills them."""
+    root = write_handler("kids", CHILDREN)
+    seen = tmp_path / "seen"
+    seen.mkdir()
     proc = _start_fleet(root, seen, mark, "--quiet", capture=False)
     try:
         _wait_for(lambda: len(os.listdir(seen)) >= 4, "four environments")
@@ -437,8 +513,6 @@ def test_runtimes_die_with_a_killed_supervisor(write_handler, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid, _ in _marked(mark):  # the children outlive it (no death signal of theirs)
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_cli_concurrency_zero_names_the_option(write_handler):
@@ -472,8 +546,6 @@ def test_cli_refuses_a_concurrency_the_machine_cannot_hold(write_handler):
 
 
 def test_cli_fleet_json_and_exit_status(write_handler, tmp_path):
-    import json
-
     root = write_handler("app", HANDLERS)
     result = subprocess.run(
         [*_cli(), "soak", "app.crash_third", "-n", "20", "-c", "2", "--json", "out.json", "-q"],
