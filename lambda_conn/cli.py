@@ -434,7 +434,7 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "is the point of the demo (row 1, unprotected, is expected to fail); 1 when a\n"
         "protected row failed; 2 when --dsn cannot be queried, or for a usage error.\n"
         "With --fanout: 0 when every failure was too many connections; 1 when a request\n"
-        "failed for another reason; 2 as without.",
+        "failed for another reason; 2 as without; 130 on Ctrl-C (the table so far).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

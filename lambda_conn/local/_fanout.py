@@ -156,7 +156,8 @@ def run_fanout(
     """Soak each design as a fleet and print the table. Returns the exit status: 0 when
     every failure was "too many connections" (what the designs are compared on), 1 when
     a request failed for another reason (the demo itself broke), 2 when the server
-    cannot be sampled (before any invocation).
+    cannot be sampled (before any invocation), 130 on Ctrl-C (the table so far, every
+    environment and the private server gone).
 
     ``server``: ``auto`` (a private MariaDB when mariadbd is installed, else the embedded
     server), ``mariadb`` or ``embedded``; ignored with ``dsn``.
@@ -165,10 +166,11 @@ def run_fanout(
         raise ValueError(f"hold_ms={hold_ms!r} is not accepted: expected an integer >= 0")
     if server not in SERVERS:
         raise ValueError(f"server={server!r} is not accepted: expected one of {SERVERS}")
-    from lambda_conn.local._fleet import fleet_soak
+    from lambda_conn.local._fleet import FleetInterrupted, fleet_soak
     from lambda_conn.local._fleet_report import too_many_connections
 
     rows: list[FanoutRow] = []
+    interrupted = False
     with _server(dsn, server, max_connections, out) as (url, label):
         print(
             f"{label}; {concurrency} concurrent callers, {invocations} invocations per design, "
@@ -193,6 +195,8 @@ def run_fanout(
                     output=subprocess.DEVNULL,
                     progress=bar,
                 )
+            except FleetInterrupted as exc:  # Ctrl-C: every environment is gone already
+                report, interrupted = exc.report, True
             except SamplerError as exc:  # before the first invocation
                 print(f"--dsn: {exc}", file=out)
                 return 2
@@ -200,6 +204,8 @@ def run_fanout(
                 bar.finish()
             assert report.server is not None, "fleet_soak(dsn=...) samples the server"
             rows.append(FanoutRow(title, report, report.server))
+            if interrupted:
+                break
         elapsed = time.perf_counter() - started
     print(format_fanout_table(rows), file=out)
     print(
@@ -234,6 +240,9 @@ def run_fanout(
     if json_path:
         with open(json_path, "w", encoding="utf-8") as fh:
             json.dump({row.title: row.to_dict() for row in rows}, fh, indent=1, default=repr)
+    if interrupted:
+        print(f"\ninterrupted during {rows[-1].title}: the table so far", file=out)
+        return 130
     broken = [row.title for row in rows if row.other_failures]
     if broken:
         print(

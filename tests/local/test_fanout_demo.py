@@ -90,3 +90,82 @@ def test_fanout_options_need_fanout(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert out.returncode == 2 and "not accepted without --fanout" in out.stderr
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _runtimes(pid: int) -> list[int]:
+    """The demo's environments: descendants given the demo's DSN in their environment."""
+    found = []
+    for child in _descendants(pid):
+        try:
+            if b"LAMBDA_CONN_DEMO_DSN=" in Path(f"/proc/{child}/environ").read_bytes():
+                found.append(child)
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_prints_the_table_so_far_and_leaves_no_process(tmp_path: Path) -> None:
+    import signal
+
+    from tests.servers._private import wait_for_count
+
+    # GIVEN a fan-out demo far from done: its private MariaDB and 4 environments running
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lambda_conn.cli", "demo", "--fanout", "--server", "mariadb",
+         "-c", "4", "-n", "100000", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        # Ctrl-C as at a terminal, even when this test runs with SIGINT ignored (a
+        # background job): Python then keeps it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        assert wait_for_count(lambda: min(len(_runtimes(proc.pid)), 4), 4, timeout=120) == 4
+        # the server, the runtimes and their children
+        started = {pid: _cmdline(pid) for pid in _descendants(proc.pid)}
+        # WHEN Ctrl-C reaches the demo (only the demo: environments have their own groups)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # THEN the table so far, exit 130, and nothing it started is left running
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "1. unprotected" in stdout and "interrupted during 1. unprotected" in stdout
+    assert "2. per-invocation close" not in stdout
+    assert any(b"mariadbd" in cmdline for cmdline in started.values())
+    assert [pid for pid in started if _alive(pid)] == []
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
