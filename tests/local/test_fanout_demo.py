@@ -9,6 +9,7 @@ server's limit must tell the same story as MariaDB's.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,9 +98,13 @@ def _descendants(pid: int) -> set[int]:
     todo = [pid]
     while todo:
         parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:  # ended meanwhile
+            continue
+        for task in tasks:
             try:
-                children = (task / "children").read_text().split()
+                children = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
             except OSError:
                 continue
             for child in map(int, children):
