@@ -13,10 +13,11 @@ from lambda_conn.local._handler_spec import (
     parse_handler,
 )
 from lambda_conn.local._lambda import LocalLambda
-from lambda_conn.local._plot import render_svg, write_plot
+from lambda_conn.local._plot import render_fleet_svg, render_svg, write_fleet_plot, write_plot
 from lambda_conn.local._progress import ProgressBar
 from lambda_conn.local._records import InvocationRecord, Outcome, ShutdownRecord
 from lambda_conn.local._report import SoakSummary, format_table, summarize
+from lambda_conn.local._server_sampler import SamplerError, ServerSampler, ServerSeries
 from lambda_conn.local._soak import SoakInterrupted, SoakReport, soak
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
     "LocalLambda",
     "Outcome",
     "ProgressBar",
+    "SamplerError",
+    "ServerSampler",
+    "ServerSeries",
     "ShutdownRecord",
     "SoakInterrupted",
     "SoakReport",
@@ -39,8 +43,10 @@ __all__ = [
     "fleet_soak",
     "format_table",
     "parse_handler",
+    "render_fleet_svg",
     "render_svg",
     "soak",
     "summarize",
+    "write_fleet_plot",
     "write_plot",
 ]
