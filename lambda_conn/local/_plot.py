@@ -289,18 +289,20 @@ def write_plot(
 # --------------------------------------------------------------------------- fleets
 
 
+def _busy_s(record: InvocationRecord) -> float:
+    """Seconds from sending the invocation to its end: a cold start's Init, then its
+    duration (until its runtime and extensions asked for the next event)."""
+    return (record.duration_ms + (record.init_duration_ms or 0.0)) / 1000
+
+
 def _busy(
     records: Sequence[InvocationRecord], started_s: Sequence[float]
 ) -> list[tuple[float, float]]:
-    """Environments busy over time, as steps: each invocation from when it was sent for
-    its Init (a cold start's) and its duration (until its runtime and extensions asked
-    for the next event)."""
+    """Environments busy over time, as steps: each invocation from when it was sent
+    until it ended (:func:`_busy_s`)."""
     events = sorted(
         [(t, 1) for t in started_s]
-        + [
-            (t + (r.duration_ms + (r.init_duration_ms or 0.0)) / 1000, -1)
-            for r, t in zip(records, started_s, strict=True)
-        ],
+        + [(t + _busy_s(r), -1) for r, t in zip(records, started_s, strict=True)],
         key=lambda e: (e[0], e[1]),  # an end before a start at the same instant
     )
     points: list[tuple[float, float]] = [(0.0, 0.0)]
@@ -337,7 +339,8 @@ def fleet_timeline(
     """What the fleet plot draws, in seconds after the soak started (``started_at``, the
     ``time.monotonic()`` the records' ``started_s`` count from): ``connections`` (the
     sampler's (t, n), its clock moved onto the soak's), ``busy`` (steps of environments
-    busy), ``failures`` and ``too_many`` (per time slice of ``slice_s`` seconds)."""
+    busy), ``failures`` and ``too_many`` (per time slice of ``slice_s`` seconds, by when
+    the invocation ended)."""
     if len(records) != len(started_s):
         raise ValueError(
             f"started_s has {len(started_s)} times for {len(records)} records: one each"
@@ -357,8 +360,8 @@ def fleet_timeline(
     failures = [0] * bins
     refused = [0] * bins
     for record, t in zip(records, started_s, strict=True):
-        if not record.ok:
-            k = min(bins - 1, int((t - begin) / width))
+        if not record.ok:  # when it failed: a cold start's fails after its Init
+            k = min(bins - 1, int((t + _busy_s(record) - begin) / width))
             if too_many is not None and too_many(record):
                 refused[k] += 1
             else:

@@ -129,6 +129,13 @@ def test_a_cold_start_is_busy_through_its_init() -> None:
     assert line.busy[-1] == (0.6, 0.0)
 
 
+def test_a_failure_counts_when_it_happened_after_its_init() -> None:
+    # GIVEN a cold start sent at 0 s that failed after a 900 ms Init and 100 ms
+    line = fleet_timeline([record(0, 100, error="boom", init_ms=900)], [0.0], bins=10)
+    # THEN it is in the last time slice (1 s), not the first
+    assert line.failures == [0] * 9 + [1]
+
+
 def test_records_and_start_times_must_pair_up() -> None:
     with pytest.raises(ValueError, match="started_s has 1 times for 2 records"):
         fleet_timeline([record(0, 1), record(1, 1)], [0.0])
