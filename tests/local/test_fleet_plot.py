@@ -153,3 +153,35 @@ def test_svg_or_png_by_suffix(tmp_path: Path) -> None:
     else:
         write_fleet_plot(records, [0.0], tmp_path / "f.png", series=series(0.0, [1, 2]))
         assert (tmp_path / "f.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_soak_plot_of_a_fleet_run_draws_the_server_against_its_maximum(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from lambda_conn.local._embedded_mysql import EmbeddedMySQL
+
+    # GIVEN a fleet soak of the demo's leaky handler against a server allowing 6 sessions
+    (tmp_path / "app.py").write_text(
+        "from lambda_conn.local._demo_handlers import unprotected as handler\n"
+    )
+    with EmbeddedMySQL(max_connections=6) as server:
+        out = subprocess.run(
+            [sys.executable, "-m", "lambda_conn.cli", "soak",
+             "app.handler", "-n", "30", "--concurrency", "4",
+             "--dsn", server.dsn, "--env", f"LAMBDA_CONN_DEMO_DSN={server.dsn}",
+             "--plot", "fleet.svg", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )  # fmt: skip
+    # THEN the fleet plot, not the single-environment one: the server's limit, the
+    # concurrency, and the refused sessions in red
+    assert out.returncode == 1, out.stderr[-3000:]  # the leak failed requests
+    root = ET.fromstring((tmp_path / "fleet.svg").read_text())
+    texts = [t.text or "" for t in root.iter(f"{SVG}text")]
+    assert "max_connections 6" in texts and "concurrency 4" in texts
+    assert any("too many connections)" in t for t in texts)
+    assert len(root.findall(f".//{SVG}rect[@class='refused']")) > 0
+    assert "open file descriptors" not in texts
