@@ -154,6 +154,44 @@ def test_tls_sessions_are_resumed_per_endpoint_and_dropped_on_failure(
     assert tls_mariadb.wait_for_sessions(0) == 0
 
 
+def test_an_accepted_session_is_kept_not_read_back_until_the_server_refuses_it_twice() -> None:
+    """Reading ``SSLSocket.session`` re-parses the server's certificate (CPython copies the
+    session through DER): a session the server accepted is offered again as it is."""
+    from lambda_conn._rds.resume import resuming
+
+    with MariaDBServer(tls=True) as server:
+        rds = connector_for(server)
+        assert rds.ssl_context is not None
+        state = resuming(rds.ssl_context, rds.host, rds.port)
+        state.forget()
+
+        def connect() -> tuple[bool, Any]:
+            conn = rds.connect()
+            try:
+                return bool(conn._sock.session_reused), state.session
+            finally:
+                conn.close()
+
+        # GIVEN a full handshake, THEN the next connects resume the very session it left
+        reused, first = connect()
+        assert not reused and first is not None
+        assert [connect() for _ in range(3)] == [(True, first)] * 3
+        # WHEN the server restarts (new ticket keys) THEN the refused session is replaced
+        server.restart()
+        reused, second = connect()
+        assert not reused and second is not first
+        assert [connect() for _ in range(2)] == [(True, second)] * 2
+        # WHEN it refuses an accepted session a second time, THEN it is taken to issue
+        # single-use tickets: each connect keeps the newest session from then on
+        server.restart()
+        assert not connect()[0]
+        assert state.single_use
+        sessions = [connect() for _ in range(3)]
+        assert all(reused for reused, _ in sessions)
+        assert len({id(session) for _, session in sessions}) == 3
+        assert server.wait_for_sessions(0) == 0
+
+
 def test_the_shared_ssl_context_is_used(tls_mariadb: MariaDBServer) -> None:
     from lambda_conn._tls import tls_context
 

@@ -388,7 +388,7 @@ class RDSConnector:
             else:
                 from lambda_conn._rds.resume import ResumingTLS
 
-                tls = ResumingTLS(self._ssl, self.host, self.port)  # never holds a session
+                tls = ResumingTLS(self._ssl, self.host, self.port, keep=False)
         conn = self._engine.attempt(self, limits, self._credential(), tls)
         self._engine.apply_timeouts(conn, limits)
         if self.pinning_check:
