@@ -101,13 +101,23 @@ class FleetReport:
             "summary": self.summary.to_dict(),
             "fleet": self.fleet.to_dict(),
             "idle_window_s": None if self.idle_window is None else list(self.idle_window),
-            "server": None if self.server is None else self.server.to_dict(),
+            "server": self._server_dict(),
             "records": [
                 {**r.to_dict(), "started_s": round(t, 6)}
                 for r, t in zip(self.records, self.started_s, strict=True)
             ],
             "shutdowns": [s.to_dict() for s in self.shutdowns],
         }
+
+    def _server_dict(self) -> dict[str, Any] | None:
+        """The samples with their times on the soak's clock (seconds after it started, as
+        ``started_s`` and ``idle_window_s``): the sampler started a little earlier."""
+        if self.server is None:
+            return None
+        offset = self.server.started_at - self.started_at
+        server = self.server.to_dict()
+        server["t"] = [round(t + offset, 4) for t in self.server.times]
+        return server
 
 
 class FleetInterrupted(KeyboardInterrupt):

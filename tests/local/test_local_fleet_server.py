@@ -139,6 +139,76 @@ def test_fan_out_fails_unprotected_and_holds_protected(
     assert 1 <= fleet["peak_server_connections"] < MAX_CONNECTIONS - 1
 
 
+IDLE_HANDLERS = """
+    import os
+
+    import pymysql
+
+    from lambda_conn import managed_connection, reused_connection
+
+    def _connect():
+        return pymysql.connect(
+            host=os.environ["DB_HOST"], port=int(os.environ["DB_PORT"]),
+            user=os.environ["DB_USER"], password=os.environ["DB_PASSWORD"],
+            database=os.environ["DB_NAME"], ssl_disabled=True, connect_timeout=5,
+            read_timeout=5,
+        )
+
+    CONN = None
+
+    def kept_by_hand(event, context):
+        global CONN
+        if CONN is None:  # connected once per environment, never checked
+            CONN = _connect()
+        with CONN.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    db = reused_connection(_connect)
+
+    @managed_connection
+    def kept_and_validated(event, context):
+        with db().cursor() as cursor:  # checked after every thaw, replaced when dead
+            cursor.execute("SELECT 1")
+"""
+
+
+def test_idle_shows_connections_dying_while_frozen(
+    write_handler: Callable[[str, str], Path],
+    make_mariadb: Callable[..., MariaDBServer],
+    tmp_path: Path,
+) -> None:
+    # The server drops a session idle for 1 s; --idle keeps every environment frozen 3 s
+    server = make_mariadb(wait_timeout=1)
+    root = write_handler("idle", IDLE_HANDLERS)
+    port = server.port
+
+    by_hand = _soak(root, "idle.kept_by_hand", port, "--idle", "3", "--dsn", _dsn(port))
+    assert by_hand.returncode == 1, by_hand.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    failed = [r for r in data["records"] if r["outcome"] != "ok"]
+    # nothing failed before the freeze; after it, the connections kept across it were dead
+    assert failed
+    assert min(r["index"] for r in failed) >= 100
+    # PyMySQL: gone away (2006) or lost (2013) on each environment's first query after
+    # the thaw, then InterfaceError on the connection it closed
+    assert {r["error_type"] for r in failed} <= {"OperationalError", "InterfaceError"}
+    assert any(r["error_message"].startswith(("(2006,", "(2013,")) for r in failed)
+    assert data["fleet"]["idle_after"] == 100
+    start, end = data["idle_window_s"]
+    assert end - start >= 3
+    # the server saw the 8 environments' sessions go while every one was frozen
+    samples = list(zip(data["server"]["t"], data["server"]["connections"], strict=True))
+    peak = data["fleet"]["peak_server_connections"]
+    frozen = min(c for t, c in samples if start + 2 < t < end)  # wait_timeout passed
+    assert peak - frozen >= 8, (peak, frozen)
+
+    validated = _soak(root, "idle.kept_and_validated", port, "--idle", "3", "--dsn", _dsn(port))
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["summary"]["failed"] == 0
+    assert data["fleet"]["idle_after"] == 100
+
+
 def test_a_dsn_that_cannot_connect_exits_2_before_the_first_invocation(
     write_handler: Callable[[str, str], Path], tmp_path: Path
 ) -> None:
