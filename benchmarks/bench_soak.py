@@ -1,6 +1,6 @@
 """Single-environment soak throughput against the raw awslambdaric loop, in one run.
 
-Run: python benchmarks/bench_soak.py [--n 2000] [--rounds 7]
+Run: python benchmarks/bench_soak.py [--n 2000] [--rounds 7] [--no-fleet]
 
 "raw loop": the real ``python -m awslambdaric`` bootstrap, with the environment the local
 runtime gives it, against a minimal Runtime API (one thread, one keep-alive connection:
@@ -14,7 +14,9 @@ The two run in turn, A B B A A B ..., ``--rounds`` pairs; the table gives each s
 median and the ratio of the medians, with the median of the pair-by-pair ratios (a pair
 ran within seconds, so it shares the machine's load). The supervisor's CPU time per
 invocation (this process: user + sys) is given beside each, a figure that does not
-depend on how busy the other cores are.
+depend on how busy the other cores are. In the same rounds (unless ``--no-fleet``),
+``fleet_soak`` of the same handler at concurrency 1, 2, 4 and 8, warm from the end of
+its invocations (most cold starts left out), with each median's ratio to concurrency 1.
 """
 
 from __future__ import annotations
@@ -32,13 +34,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+if TYPE_CHECKING:
+    from lambda_conn.local import InvocationRecord
+
 HANDLER = "_soak_trivial.handler"
+FLEET = (1, 2, 4, 8)
 EVENT = {"bench": 1}
 TITLE = "Single-environment soak against the raw awslambdaric loop"
 
@@ -166,7 +173,7 @@ def soak_loop(n: int) -> Sample:
     times: list[float] = []
     cpu: list[float] = []
 
-    def progress(done: int, record: object) -> None:
+    def progress(done: int, record: InvocationRecord) -> None:
         times.append(time.perf_counter())
         if done in (1, n):
             cpu.append(_cpu_s())
@@ -185,6 +192,35 @@ def soak_loop(n: int) -> Sample:
     return Sample((n - 1) / (times[-1] - times[0]), (cpu[-1] - cpu[0]) / (n - 1) * 1e6)
 
 
+def fleet_loop(n: int, concurrency: int) -> Sample:
+    """``fleet_soak`` of the same handler, its rate over the second half of the
+    invocations: environments are created while every warm one is busy, so a few cold
+    starts happen late; most happen at the start and are left out."""
+    from lambda_conn.local import fleet_soak
+
+    times: list[float] = []
+
+    def progress(done: int, record: InvocationRecord) -> None:
+        times.append(time.perf_counter())
+
+    cpu0 = _cpu_s()
+    report = fleet_soak(
+        HANDLER,
+        n,
+        concurrency=concurrency,
+        event=EVENT,
+        handler_dir=HERE,
+        output=subprocess.DEVNULL,
+        progress=progress,
+        max_init_failures=1,
+    )
+    cpu = _cpu_s() - cpu0
+    if report.summary.failed:
+        raise RuntimeError(f"fleet soak failed: {report.summary.failures_by_type}")
+    half = len(times) // 2
+    return Sample((len(times) - 1 - half) / (times[-1] - times[half]), cpu / n * 1e6)
+
+
 def interleaved(cases: dict[str, Callable[[], Sample]], rounds: int) -> dict[str, list[Sample]]:
     """Each case once per round, the order reversed every other round (A B, B A, ...)."""
     names = list(cases)
@@ -198,6 +234,7 @@ def interleaved(cases: dict[str, Callable[[], Sample]], rounds: int) -> dict[str
 
 def report(samples: dict[str, list[Sample]], n: int, rounds: int) -> str:
     raw, ours = samples["raw loop"], samples["soak"]
+    fleet = {name: rows for name, rows in samples.items() if name.startswith("fleet")}
     raw_median = statistics.median(s.rate for s in raw)
     ours_median = statistics.median(s.rate for s in ours)
     pairs = statistics.median(a.rate / b.rate for a, b in zip(ours, raw, strict=True))
@@ -211,6 +248,8 @@ def report(samples: dict[str, list[Sample]], n: int, rounds: int) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, rows in samples.items():
+        if name in fleet:
+            continue
         rates = [s.rate for s in rows]
         lines.append(
             f"| {name} | {statistics.median(rates):,.0f} | {min(rates):,.0f} | "
@@ -221,6 +260,25 @@ def report(samples: dict[str, list[Sample]], n: int, rounds: int) -> str:
         f"soak / raw loop: {ours_median / raw_median:.0%} (ratio of the medians); "
         f"median of the {rounds} pair-by-pair ratios: {pairs:.0%}.",
     ]
+    if fleet:
+        base = statistics.median(s.rate for s in fleet["fleet, concurrency 1"])
+        lines += [
+            "",
+            f"`fleet_soak` in the same rounds, {os.cpu_count()} cores (rate over the second "
+            "half of each soak's invocations; CPU per invocation counts the cold starts):",
+            "",
+            "| concurrency | median invocations/s | min | max | ratio to concurrency 1 "
+            "| supervisor CPU per invocation (us) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, rows in fleet.items():
+            rates = [s.rate for s in rows]
+            median = statistics.median(rates)
+            lines.append(
+                f"| {name.rsplit(' ', 1)[1]} | {median:,.0f} | {min(rates):,.0f} | "
+                f"{max(rates):,.0f} | {median / base:.2f}x | "
+                f"{statistics.median(s.cpu_us for s in rows):.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -228,8 +286,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="invocations per run")
     parser.add_argument("--rounds", type=int, default=7, help="runs of each case, interleaved")
+    parser.add_argument(
+        "--no-fleet", action="store_true", help="skip fleet_soak at concurrency 1, 2, 4, 8"
+    )
     args = parser.parse_args(argv)
-    cases = {"raw loop": lambda: raw_loop(args.n), "soak": lambda: soak_loop(args.n)}
+    cases: dict[str, Callable[[], Sample]] = {
+        "raw loop": lambda: raw_loop(args.n),
+        "soak": lambda: soak_loop(args.n),
+    }
+    if not args.no_fleet:
+        for c in FLEET:
+            cases[f"fleet, concurrency {c}"] = lambda c=c: fleet_loop(args.n, c)  # type: ignore[misc]
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
     print(report(interleaved(cases, args.rounds), args.n, args.rounds))
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import select
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
+from typing import NamedTuple
 
 from lambda_conn.local._constants import EXTENSIONS_API_VERSION, RUNTIME_API_VERSION
 from lambda_conn.local._extensions import Extension
@@ -53,13 +53,37 @@ class _BadRequest(Exception):
     pass
 
 
-@dataclass
-class _Request:
-    method: str
+class _Head:
+    """The header fields of a CRLF head, looked up by name when asked (a request is
+    asked for three to five of them) instead of split into a dict field by field."""
+
+    __slots__ = ("_lower", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text  # from the first CRLF on: "\r\nName: value\r\n..."
+        self._lower = text.lower()
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first field ``name`` (lower case), stripped; ``default`` if absent."""
+        key = f"\r\n{name}:"
+        at = self._lower.find(key)
+        if at < 0:
+            return default
+        start = at + len(key)
+        end = self._text.find("\r\n", start)
+        return self._text[start : None if end < 0 else end].strip()
+
+
+Headers = dict[str, str] | _Head
+
+
+class _Request(NamedTuple):
+    method: str  # empty: a request line that is not one (answered 400, then closed)
     path: str
-    headers: dict[str, str]
+    headers: Headers
     body: bytes
     keep_alive: bool
+    end: int  # where the next request starts in the buffer
 
 
 def _line_end(buf: bytearray, start: int) -> tuple[int, int]:
@@ -104,35 +128,26 @@ def _chunked(buf: bytearray, pos: int) -> tuple[bytes, int] | None:
             return None
 
 
-def _crlf_head(buf: bytearray) -> tuple[list[str], int] | None:
-    """The request line and header lines of a head no longer than a line whose every
-    line ends in CRLF (what libcurl and urllib send), split in one go; None otherwise."""
+def parse_request(buf: bytearray) -> _Request | None:
+    """The first complete request in ``buf``; None while incomplete. Raises
+    ``_BadRequest`` (close without an answer) for what cannot be read.
+
+    A head no longer than a line whose every line ends in CRLF (what libcurl and urllib
+    send) is split in one go; anything else goes through the line-by-line parser."""
     end = buf.find(b"\r\n\r\n")
     if end <= 0 or end > _MAX_LINE or buf[0] in b"\r\n":
-        return None
+        return _parse_by_line(buf)
     head = bytes(buf[:end])
     if head.count(b"\n") != head.count(b"\r\n"):
-        return None
-    return head.decode("latin-1").split("\r\n"), end + 4
+        return _parse_by_line(buf)
+    text = head.decode("latin-1")
+    first = text.find("\r\n")
+    if first < 0:
+        return _request(buf, text.split(), _Head(""), end + 4)
+    return _request(buf, text[:first].split(), _Head(text[first:]), end + 4)
 
 
-def parse_request(buf: bytearray) -> tuple[_Request, int] | None:
-    """The first complete request in ``buf`` and where it ends; None while incomplete.
-    Raises ``_BadRequest`` (close without an answer) or returns a request whose method is
-    empty (answer 400, then close) for what cannot be served."""
-    fast = _crlf_head(buf)
-    if fast is not None:
-        lines, pos = fast
-        parts = lines[0].split()
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return _request(buf, parts, headers, pos)
-    return _parse_by_line(buf)
-
-
-def _parse_by_line(buf: bytearray) -> tuple[_Request, int] | None:
+def _parse_by_line(buf: bytearray) -> _Request | None:
     """The general parser: bare LF line ends, empty lines before the request line,
     heads still incomplete, lines too long."""
     pos = 0
@@ -161,23 +176,27 @@ def _parse_by_line(buf: bytearray) -> tuple[_Request, int] | None:
     return _request(buf, parts, headers, pos)
 
 
-def _request(
-    buf: bytearray, parts: list[str], headers: dict[str, str], pos: int
-) -> tuple[_Request, int] | None:
+def _request(buf: bytearray, parts: list[str], headers: Headers, pos: int) -> _Request | None:
     """The request once its head is parsed: its body from ``pos``, if complete."""
     if len(parts) != 3:
-        return _Request("", "", headers, b"", False), pos
+        return _Request("", "", headers, b"", False, pos)
     method, target, version = parts
-    connection = headers.get("connection", "").lower()
-    keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
-    if headers.get("transfer-encoding", "").lower() == "chunked":
+    connection = headers.get("connection")
+    if connection is None:  # what libcurl and urllib send: no header, or "close"
+        keep_alive = version == "HTTP/1.1"
+    else:
+        connection = connection.lower()
+        keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
+    encoding = headers.get("transfer-encoding")
+    if encoding is not None and encoding.lower() == "chunked":
         got = _chunked(buf, pos)
         if got is None:
             return None
         body, pos = got
     else:
+        declared = headers.get("content-length")
         try:
-            length = int(headers.get("content-length") or 0)
+            length = int(declared) if declared else 0
         except ValueError:
             raise _BadRequest("bad content-length") from None
         if not 0 <= length <= _MAX_BODY:
@@ -185,16 +204,17 @@ def _request(
         if len(buf) < pos + length:
             return None
         body, pos = bytes(buf[pos : pos + length]), pos + length
-    return _Request(method, target.split("?", 1)[0], headers, body, keep_alive), pos
+    return _Request(method, target.split("?", 1)[0], headers, body, keep_alive, pos)
 
 
 def _encode(reply: Reply, keep_alive: bool) -> bytes:
-    head = [f"HTTP/1.1 {reply.status} {_PHRASES[reply.status]}"]
-    head += [f"{name}: {value}" for name, value in reply.headers]
-    head.append(f"Content-Length: {len(reply.body)}")
+    head = f"HTTP/1.1 {reply.status} {_PHRASES[reply.status]}\r\n"
+    for name, value in reply.headers:
+        head += f"{name}: {value}\r\n"
+    head += f"Content-Length: {len(reply.body)}\r\n"
     if not keep_alive:
-        head.append("Connection: close")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body
+        head += "Connection: close\r\n"
+    return (head + "\r\n").encode("latin-1") + reply.body
 
 
 class _Connection:
@@ -316,14 +336,13 @@ class RuntimeApiServer:
         """Answer every complete request in the inbox, up to a parked one."""
         while conn.parked is None and not conn.closing and conn.inbox:
             try:
-                got = parse_request(conn.inbox)
+                request = parse_request(conn.inbox)
             except (_BadRequest, UnicodeDecodeError):
                 self._drop(conn)
                 return
-            if got is None:
+            if request is None:
                 return
-            request, end = got
-            del conn.inbox[:end]
+            del conn.inbox[: request.end]
             if not request.method:
                 conn.keep_alive = False
                 self._send(conn, _BAD_REQUEST)
@@ -374,14 +393,14 @@ class RuntimeApiServer:
         self._poll.unregister(fd)
         conn.sock.close()
 
-    def _route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply | Take:
+    def _route(self, method: str, path: str, headers: Headers, body: bytes) -> Reply | Take:
         """The answer, or what answers it once parked (``/next``, ``/event/next``)."""
         state = self.state
         if method == "GET":
             if path == _NEXT:
                 return state.runtime_next() or state.runtime_take
             if path == _EVENT_NEXT:
-                got = state.extension_next(headers.get("lambda-extension-identifier", ""))
+                got = state.extension_next(headers.get("lambda-extension-identifier") or "")
                 if isinstance(got, Extension):
                     ext = got
                     return lambda: state.extension_take(ext)
@@ -400,7 +419,7 @@ class RuntimeApiServer:
         if path == f"{_RUNTIME}/init/error":
             return state.runtime_init_error(body, headers.get("lambda-runtime-function-error-type"))
         if path == f"{_EXTENSION}/register":
-            return state.extension_register(headers.get("lambda-extension-name", ""), body)
+            return state.extension_register(headers.get("lambda-extension-name") or "", body)
         if path == f"{_EXTENSION}/init/error":
             # An extension failing its init fails the environment's Init, as in Lambda.
             error_type = headers.get("lambda-extension-function-error-type")

@@ -34,15 +34,13 @@ def _decode(body: bytes) -> Any:
         return body.decode("utf-8", "replace")
 
 
-def _request_id() -> str:
-    """A random (version 4) UUID, as ``str(uuid.uuid4())`` in a third of its time."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
-
-
-def _trace_id() -> str:
-    h = os.urandom(20).hex()
-    return f"Root=1-{int(time.time()):08x}-{h[:24]};Parent={h[24:]};Sampled=0"
+def _ids() -> tuple[str, str]:
+    """A request id (a random version 4 UUID, as ``str(uuid.uuid4())`` in a third of
+    its time) and an X-Ray trace id, from one read of the kernel's random source."""
+    h = os.urandom(36).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    request_id = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+    return request_id, f"Root=1-{int(time.time()):08x}-{h[32:56]};Parent={h[56:]};Sampled=0"
 
 
 def _exit_message(request_id: str, status: int | None) -> str:
@@ -120,9 +118,9 @@ class LocalLambda:
         with self._lock:
             if self._closed:
                 raise RuntimeError("this LocalLambda is closed; create a new one to invoke again")
-            request_id = _request_id()
+            request_id, trace_id = _ids()
             try:
-                record = self._invoke_locked(request_id, payload)
+                record = self._invoke_locked(request_id, trace_id, payload)
             except BaseException:
                 self._reset("interrupted", kill=True)
                 raise
@@ -172,15 +170,15 @@ class LocalLambda:
         if env is not None:
             env.kill("interpreter-exit")
 
-    def _invoke_locked(self, request_id: str, payload: bytes) -> InvocationRecord:
+    def _invoke_locked(self, request_id: str, trace_id: str, payload: bytes) -> InvocationRecord:
         env = self._env
         if env is not None:  # frozen: ``dispatch`` thaws it
-            return self._run(env, request_id, payload, cold=False, init_ms=None)
+            return self._run(env, request_id, trace_id, payload, cold=False, init_ms=None)
         env = self._start_environment()
         self._env = env  # so that an interrupt during Init still kills it
         failure, init_ms = self._wait_init(env)
         if failure is None:
-            return self._run(env, request_id, payload, cold=True, init_ms=init_ms)
+            return self._run(env, request_id, trace_id, payload, cold=True, init_ms=init_ms)
         self._env = None
         return self._init_failure(env, request_id, failure, init_ms)
 
@@ -261,6 +259,7 @@ class LocalLambda:
         self,
         env: ExecutionEnvironment,
         request_id: str,
+        trace_id: str,
         payload: bytes,
         *,
         cold: bool,
@@ -271,7 +270,7 @@ class LocalLambda:
             request_id=request_id,
             payload=payload,
             deadline_ms=time.time_ns() // 1_000_000 + int(cfg.timeout_s * 1000),
-            trace_id=_trace_id(),
+            trace_id=trace_id,
             function_arn=cfg.function_arn,
         )
         limit = cfg.memory_bytes
