@@ -11,7 +11,7 @@ from contextvars import ContextVar
 
 from lambda_conn import _returned
 from lambda_conn._errors import LambdaConnError, LeakError
-from lambda_conn._kinds import Kind, kind_of
+from lambda_conn._kinds import SHUT, Kind, kind_of
 from lambda_conn._stats import counters
 
 TYPE_CHECKING = False
@@ -238,50 +238,65 @@ class Scope:
     def __len__(self) -> int:
         return len(self._resources)
 
-    def _take(self) -> list[tuple[Any, Kind]]:
-        items = list(self._resources.values())
-        self._resources = {}
-        items.reverse()
-        return items
-
     def close(self, *, handler_failed: bool = False) -> None:
         """Close everything, newest first. Never raises, except ``LeakError`` with
         ``on_leak="raise"`` after a handler that succeeded."""
         self.closed = True
         if self._at_exit is not None:
             self._run_at_exit(handler_failed)
-        if not self._resources:
+        tracked = self._resources
+        if not tracked:
             return
-        items = self._take()
-        for obj, kind in items:
-            if kind.close is None:
-                continue  # async-only client in a sync scope: reported below if left open
-            try:
-                kind.close(obj)
-            except Exception as exc:
-                _close_failed(kind, exc)
-        self._finish(items, handler_failed)
+        self._resources = {}
+        # Written out, not through helpers: every invocation that opened something runs
+        # this, and a scope's close should cost little more than the clients' own closes.
+        probe = None  # what the leak check asks is_open, once every close has run
+        for item in reversed(tracked.values()):
+            obj, kind = item
+            if kind.close is not None:  # else async-only in a sync scope: reported if open
+                try:
+                    if kind.close(obj) is SHUT:
+                        continue  # the close saw to it that nothing of obj is open
+                except Exception as exc:
+                    _close_failed(kind, exc)
+            if probe is None:
+                probe = []
+            probe.append(item)
+        if probe is None:
+            counters.closed += len(tracked)
+        else:
+            self._leak_check(len(tracked), probe, handler_failed)
 
     async def aclose(self, *, handler_failed: bool = False) -> None:
         """As :meth:`close`, awaiting ``aclose()`` for async clients."""
         self.closed = True
         if self._at_exit is not None:
             self._run_at_exit(handler_failed)
-        if not self._resources:
+        tracked = self._resources
+        if not tracked:
             return
-        items = self._take()
+        self._resources = {}
+        probe = None
         interrupted: BaseException | None = None
-        for obj, kind in items:
+        for item in reversed(tracked.values()):
+            obj, kind = item
             try:
                 if kind.aclose is not None:
-                    await kind.aclose(obj)
-                elif kind.close is not None:
-                    kind.close(obj)
+                    if await kind.aclose(obj) is SHUT:
+                        continue
+                elif kind.close is not None and kind.close(obj) is SHUT:
+                    continue
             except Exception as exc:
                 _close_failed(kind, exc)
             except BaseException as exc:  # cancelled mid-close: finish the rest first
                 interrupted = interrupted or exc
-        self._finish(items, handler_failed)
+            if probe is None:
+                probe = []
+            probe.append(item)
+        if probe is None:
+            counters.closed += len(tracked)
+        else:
+            self._leak_check(len(tracked), probe, handler_failed)
         if interrupted is not None and not handler_failed:
             raise interrupted
 
@@ -289,19 +304,21 @@ class Scope:
         """Close what is open now, from another thread, as the process is about to end:
         no leak report (the handler is interrupted, not done). Returns how many."""
         self.closed = True
-        items = self._take()
-        for obj, kind in items:
+        tracked, self._resources = self._resources, {}
+        for obj, kind in reversed(tracked.values()):
             if kind.close is None:
                 continue  # async-only: its loop is not running here
             try:
                 kind.close(obj)
             except Exception as exc:
                 _close_failed(kind, exc)
-        return len(items)
+        return len(tracked)
 
-    def _finish(self, items: list[tuple[Any, Kind]], handler_failed: bool) -> None:
-        leaked = [(obj, kind) for obj, kind in items if _still_open(obj, kind)]
-        counters.closed += len(items) - len(leaked)
+    def _leak_check(self, closed: int, probe: list[tuple[Any, Kind]], handler_failed: bool) -> None:
+        """After every close has run: what of ``probe`` (each object whose close did not
+        return ``SHUT``) is still open is reported and counted."""
+        leaked = [(obj, kind) for obj, kind in probe if _still_open(obj, kind)]
+        counters.closed += closed - len(leaked)
         if leaked:
             counters.leaked += len(leaked)
             self._report_leaks(leaked, handler_failed)

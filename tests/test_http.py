@@ -45,6 +45,24 @@ def test_a_requests_session_is_tracked_once_and_closes_its_pools_through_itself(
     assert streamed.raw._connection is None or streamed.raw._connection.sock is None
 
 
+def test_a_requests_session_subclass_is_closed_through_its_own_close(http_server: Any) -> None:
+    # GIVEN a Session subclass whose close() does more than requests' own (the scope's
+    # close runs requests' adapter loop itself for a plain Session)
+    closed: list[str] = []
+
+    class Audited(requests.Session):
+        def close(self) -> None:
+            closed.append("own close")
+            super().close()
+
+    with managed_connection():
+        session = Audited()
+        session.get(http_server.url, timeout=5)
+    # THEN its own close() ran, and its connection is closed on the server's side
+    assert closed == ["own close"]
+    assert http_server.wait_open(0) == 0
+
+
 def test_requests_responses_kept_alive_do_not_keep_their_sockets(http_server: Any) -> None:
     kept: list[Any] = []
 

@@ -13,16 +13,13 @@ from lambda_conn._integrations._urllib3 import (
     pool_manager_is_open,
     pool_manager_remote,
 )
-from lambda_conn._kinds import Kind, reconnects, register_kind
+from lambda_conn._kinds import SHUT, Kind, reconnects, register_kind
 from lambda_conn._registry import Integration
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
-
-
-_SHUT = "_lambda_conn_shut"  # set by a close that left nothing open; read once, by is_open
 
 
 def _managers_of(session: Any) -> list[Any]:
@@ -38,28 +35,33 @@ def _managers_of(session: Any) -> list[Any]:
     return managers
 
 
-def _close_session(session: Any) -> None:
-    session.close()  # clears the managers, closing their pools' idle connections
-    # Then the connections still out with an unread response. No list is built and no
-    # instance __dict__ read (reading one makes CPython build it): a scope's close of a
-    # Session should cost about what close() does.
+def _close_session(session: Any) -> object:
+    """``session.close()`` (each adapter's close clears its pool managers, closing their
+    pools' idle connections), then the connections still out with an unread response.
+
+    One walk over the adapters: requests' own ``Session.close()`` is only that loop of
+    ``adapter.close()``, so it is run here in the same pass (a subclass's own ``close()``
+    is called as it is). No list is built and no instance ``__dict__`` read (reading one
+    makes CPython build it): a scope's close of a Session should cost about what
+    ``close()`` does.
+    """
+    own_close = type(session).close is not _SESSION_CLOSE
+    if own_close:
+        session.close()
     for adapter in session.adapters.values():
-        manager = getattr(adapter, "poolmanager", None)
-        conns = getattr(manager, _CONNS, None)
-        if conns is not None:
+        if not own_close:
+            adapter.close()
+        conns = getattr(getattr(adapter, "poolmanager", None), _CONNS, None)
+        if conns is not None:  # made once the manager made a pool
             close_open(conns)
         proxies = getattr(adapter, "proxy_manager", None)
         if proxies:
             for proxy in proxies.values():
                 close_open(getattr(proxy, _CONNS, None))
-    setattr(session, _SHUT, True)  # all succeeded: nothing of it is open
+    return SHUT  # every close succeeded (close_open raises for one that failed)
 
 
 def _session_is_open(session: Any) -> bool:
-    """Asked right after the close: a close that succeeded answers without a second walk."""
-    if getattr(session, _SHUT, False):
-        setattr(session, _SHUT, False)  # one answer: a Session may be used again
-        return False
     return any(pool_manager_is_open(m) for m in _managers_of(session))
 
 
@@ -73,9 +75,15 @@ REQUESTS_SESSION = Kind(
 )
 
 
+_SESSION_CLOSE: Any = None  # requests.Session.close, once requests is imported
+
+
 def patch_requests(requests: ModuleType) -> None:
+    global _SESSION_CLOSE
     import wrapt
     from requests import sessions as module
+
+    _SESSION_CLOSE = module.Session.close
 
     # Tracked once: its adapters' PoolManagers are closed through the Session.
     track = tracker("requests", REQUESTS_SESSION, whole=True)
