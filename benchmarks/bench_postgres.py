@@ -242,55 +242,99 @@ def bench_resumption(mariadb: Any, postgres: Any, repeat: int) -> tuple[list[Any
     return rows, notes
 
 
+@contextlib.contextmanager
+def _unwrapped(cls: type, name: str) -> Any:
+    """``cls.name`` as it was before the pinning check wrapped it (the 'off' state)."""
+    wrapper = vars(cls)[name]
+    setattr(cls, name, wrapper.__wrapped__)
+    try:
+        yield
+    finally:
+        setattr(cls, name, wrapper)
+
+
 def bench_pinning(
     mariadb: Any, postgres: Any, repeat: int
 ) -> tuple[list[Any], list[Any], list[str]]:
-    """The wrapped statement entry points against the originals, interleaved."""
+    """Each driver's statement entry point, checked against the original, interleaved."""
+    import mysql.connector
+    import MySQLdb
     import psycopg
-    import pymysql
+    import psycopg2
+    import psycopg2.extensions
 
     from lambda_conn import enable_pinning_check, managed_connection
     from lambda_conn._pinning import classify_mysql, classify_postgres
 
     enable_pinning_check()
-    rows: list[tuple[str, list[float]]] = []
-    my_original = pymysql.connections.Connection.query.__wrapped__
-    pg_original = psycopg.Cursor.execute.__wrapped__
     results: dict[str, list[float]] = {}
+    my_kwargs = {
+        "host": mariadb.host,
+        "port": mariadb.port,
+        "user": mariadb.user,
+        "password": mariadb.password,
+    }
 
     @managed_connection
     def measure(event: Any, ctx: Any) -> None:
         my = mariadb.connect()
+        mc = MySQLdb.connect(**my_kwargs)
+        cx = mysql.connector.connect(**my_kwargs, ssl_disabled=True)
         pg = postgres.connect(sslmode="disable", autocommit=True)
-        my_cur, pg_cur = my.cursor(), pg.cursor()
+        pg2 = psycopg2.connect(**postgres.connect_kwargs(sslmode="disable"))
+        pg2.autocommit = True
+        pg_cur, cx_cur = pg.cursor(), cx.cursor()
+        pg2_on = pg2.cursor()  # the checking subclass the connection now makes
+        pg2_off = pg2.cursor(cursor_factory=psycopg2.extensions.cursor)  # the C cursor
 
-        def my_off() -> None:
-            my_original(my, "SELECT 1")
-            my._result = None
-
-        def my_on() -> None:
+        def pymysql_select() -> None:
             my.query("SELECT 1")
             my._result = None
 
-        def pg_off() -> None:
-            pg_original(pg_cur, "SELECT 1")
+        def mysqlclient_select() -> None:
+            mc.query(b"SELECT 1")
+            mc.store_result()
 
-        def pg_on() -> None:
+        def connector_select() -> None:
+            cx_cur.execute("SELECT 1")
+            cx_cur.fetchall()
+
+        def psycopg_select() -> None:
             pg_cur.execute("SELECT 1")
 
-        cases = [
-            ("PyMySQL Connection.query, check off (original)", my_off),
-            ("PyMySQL Connection.query, check on (tracked connection)", my_on),
-            ("psycopg Cursor.execute, check off (original)", pg_off),
-            ("psycopg Cursor.execute, check on (tracked connection)", pg_on),
+        def psycopg2_select(cur: Any) -> Any:
+            return lambda: cur.execute("SELECT 1")
+
+        drivers: list[tuple[str, Any, Any, tuple[type, str] | None]] = [
+            ("PyMySQL Connection.query", pymysql_select, None, (type(my), "query")),
+            ("mysqlclient Connection.query", mysqlclient_select, None, (type(mc), "query")),
+            ("mysql-connector cursor.execute", connector_select, None, (type(cx), "cmd_query")),
+            ("psycopg Cursor.execute", psycopg_select, None, (psycopg.Cursor, "execute")),
+            ("psycopg2 cursor.execute", psycopg2_select(pg2_on), psycopg2_select(pg2_off), None),
         ]
+        cases = []
+        for label, on, off, unwrap in drivers:
+
+            def off_case(on: Any = on, off: Any = off, unwrap: Any = unwrap) -> list[float]:
+                if off is not None:
+                    return per_call_us(off, number=20, repeat=1)
+                with _unwrapped(*unwrap):
+                    return per_call_us(on, number=20, repeat=1)
+
+            cases.append((f"{label}, check off (original)", off_case))
+            cases.append(
+                (
+                    f"{label}, check on (tracked connection)",
+                    lambda on=on: per_call_us(on, number=20, repeat=1),
+                )
+            )
         for name, _ in cases:
             results[name] = []
         for _ in range(repeat):
             for name, case in cases:
-                results[name] += per_call_us(case, number=20, repeat=1)
-        my_cur.close()
-        pg_cur.close()
+                results[name] += case()
+        for cur in (pg_cur, cx_cur, pg2_on, pg2_off):
+            cur.close()
 
     measure({}, None)
     rows = list(results.items())
@@ -308,9 +352,10 @@ def bench_pinning(
         ),
     ]
     notes = [
-        f"{repeat} rounds of 20 statements per case, interleaved, on one tracked connection "
-        "per driver (MariaDB and PostgreSQL on loopback, no TLS). Off, nothing is wrapped: "
-        "the 'off' rows call the original functions."
+        f"{repeat} rounds of 20 `SELECT 1` per case, interleaved, on one tracked connection "
+        "per driver (MariaDB and PostgreSQL on loopback, no TLS). 'Off' is what runs when "
+        "the check was never enabled: the drivers' own functions (psycopg2: its C cursor), "
+        "since off nothing is wrapped."
     ]
     return rows, classify_rows, notes
 

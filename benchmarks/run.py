@@ -760,18 +760,12 @@ def summary(run: Run) -> list[str]:
     if pin:
         pm = {n: statistics.median(s) for n, s in pin.rows}
         parts = []
-        for driver, off, on in (
-            (
-                "PyMySQL",
-                "PyMySQL Connection.query, check off (original)",
-                "PyMySQL Connection.query, check on (tracked connection)",
-            ),
-            (
-                "psycopg",
-                "psycopg Cursor.execute, check off (original)",
-                "psycopg Cursor.execute, check on (tracked connection)",
-            ),
-        ):
+        for off in pm:
+            if not off.endswith(", check off (original)"):
+                continue
+            entry = off.removesuffix(", check off (original)")
+            on = f"{entry}, check on (tracked connection)"
+            driver = entry.split()[0]
             if off in pm and on in pm:
                 parts.append(f"{driver} {pm[on] - pm[off]:+.1f} us ({pm[off]:.0f} us off)")
         if parts:

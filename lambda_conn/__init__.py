@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from lambda_conn._rds.deadline import Deadline, Timeouts
     from lambda_conn._rds.iam import IAMTokenProvider
     from lambda_conn._rds.retry import Retry
-    from lambda_conn._registry import CLIENTS, Integration, register_client
+    from lambda_conn._registry import CLIENTS, Integration, Statements, register_client
     from lambda_conn._reuse import ReusedConnection, close_reused_connections, reused_connection
     from lambda_conn._tls import connect_mysql, tls_context
     from lambda_conn.middleware import (
@@ -57,6 +57,7 @@ __all__ = [
     "ReusedConnection",
     "ReusedRDSConnection",
     "Scope",
+    "Statements",
     "Timeouts",
     "__version__",
     "close_reused_connections",
@@ -100,6 +101,7 @@ _LAZY = {
     "enable_pinning_check": "lambda_conn._pinning",
     "socket_idle_and_open": "lambda_conn._liveness",
     "Integration": "lambda_conn._registry",
+    "Statements": "lambda_conn._registry",
     "register_client": "lambda_conn._registry",
     "Kind": "lambda_conn._kinds",
     "reconnects": "lambda_conn._kinds",

@@ -6,12 +6,14 @@ connection to one database connection until it disconnects (for a reused connect
 life of the environment). Nothing tells the application which of its statements did it.
 
 Opt-in (``LAMBDA_CONN_PINNING_CHECK=1`` when the first handler is decorated, or
-``enable_pinning_check()`` / ``RDSConnector(pinning_check=True)``): the drivers' statement
-entry points (PyMySQL ``Connection.query``, psycopg 3 ``Cursor.execute``/``executemany``)
-are wrapped, and each statement on a tracked or reused connection is classified by the
-documented pinning rules. Each class is logged once per connection as ``rds_proxy_pinning``
-with the class and the engine, never the statement or its values, and counted in
-``stats()["pinning"]``. Off, nothing is wrapped: zero cost.
+``enable_pinning_check()`` / ``RDSConnector(pinning_check=True)``): each client integration
+declares where its statements pass (``Integration(statements=Statements(...))``: PyMySQL's
+``Connection.query``, mysqlclient's ``Connection.query``, mysql-connector's ``cmd_query``
+and binary-protocol ``cmd_stmt_prepare``, psycopg 3's ``Cursor.execute``, psycopg2's
+cursors), those entry points are wrapped, and each statement on a tracked or reused
+connection is classified by the documented pinning rules. Each class is logged once per
+connection as ``rds_proxy_pinning`` with the class and the engine, never the statement or
+its values, and counted in ``stats()["pinning"]``. Off, nothing is wrapped: zero cost.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import re
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 ENV = "LAMBDA_CONN_PINNING_CHECK"
@@ -210,74 +213,105 @@ def report(conn: Any, engine: str, statement_class: str) -> None:
 # --------------------------------------------------------------------------- wrapping
 
 
-def _pymysql_query(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
-    sql = args[0] if args else kwargs.get("sql")
-    if sql is not None:
-        found = classify_mysql(sql)
-        if found is not None:
-            report(instance, "mysql", found)
-    return wrapped(*args, **kwargs)
+class Check:
+    """What a client's statement hook calls (see ``lambda_conn._registry.Statements``).
+
+    It classifies a statement and reports its class for the connection; the statement
+    itself is never kept, logged or passed on.
+    """
+
+    __slots__ = ("classify", "engine")
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+        self.classify = classify_mysql if engine == "mysql" else classify_postgres
+
+    def statement(self, conn: Any, sql: Any) -> None:
+        """Classify ``sql`` (str or bytes; anything else is skipped) run on ``conn``."""
+        if isinstance(sql, (str, bytes, bytearray)):
+            found = self.classify(bytes(sql) if isinstance(sql, bytearray) else sql)
+            if found is not None:
+                report(conn, self.engine, found)
+
+    def found(self, conn: Any, statement_class: str) -> None:
+        """``conn`` did something that pins whatever its text (a binary-protocol prepare)."""
+        report(conn, self.engine, statement_class)
+
+    def method(
+        self,
+        cls: type,
+        name: str,
+        *,
+        sql: tuple[int, str] | None = (0, "sql"),
+        statement_class: str | None = None,
+        connection: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Wrap ``cls.name`` so each call is checked before it runs: the statement is the
+        positional argument ``sql[0]`` or keyword ``sql[1]``, or the call always pins as
+        ``statement_class``; the connection is the instance, or ``connection(instance)``.
+        An ``async def`` stays one (the check runs when it is called)."""
+        import wrapt
+
+        def checked(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+            conn = instance if connection is None else connection(instance)
+            if statement_class is not None:
+                self.found(conn, statement_class)
+            elif sql is not None:
+                position, keyword = sql
+                self.statement(
+                    conn, args[position] if len(args) > position else kwargs.get(keyword)
+                )
+            return wrapped(*args, **kwargs)
+
+        wrapt.wrap_function_wrapper(cls, name, checked)
 
 
-def _psycopg_text(query: Any, cursor: Any) -> str | bytes | None:
-    if isinstance(query, (str, bytes)):
-        return query
+def _observe(integration: Any) -> None:
+    """Hook ``integration``'s statement entry points (now, or when their module loads)."""
+    statements = integration.statements
+    if statements is None:
+        return
+    import functools
+
+    import wrapt
+
+    check = Check(statements.engine)
+    for module, patch in statements.hooks.items():
+        wrapt.register_post_import_hook(
+            functools.partial(_patch, integration.name, patch, check), module
+        )
+
+
+def _patch(client: str, patch: Callable[[Any, Check], None], check: Check, module: Any) -> None:
     try:
-        return str(query.as_string(cursor))
-    except Exception:
-        return None
+        patch(module, check)
+    except Exception as exc:  # never break the user's import
+        from lambda_conn._log import log_event
 
-
-def _after_psycopg(cursor: Any) -> None:
-    conn = cursor.connection
-    prepared = getattr(getattr(conn, "_prepared", None), "_names", None)
-    if prepared:  # psycopg prepared a statement on the server (prepare_threshold)
-        report(conn, "postgresql", "server-side prepared statement (psycopg prepare_threshold)")
-
-
-def _psycopg_execute(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
-    query = args[0] if args else kwargs.get("query")
-    text = _psycopg_text(query, instance)
-    if text is not None:
-        found = classify_postgres(text)
-        if found is not None:
-            report(instance.connection, "postgresql", found)
-    if getattr(instance, "_withhold", False):
-        report(instance.connection, "postgresql", "cursor WITH HOLD")
-    result = wrapped(*args, **kwargs)
-    _after_psycopg(instance)
-    return result
-
-
-def _patch_pymysql() -> None:
-    import pymysql.connections
-    import wrapt
-
-    wrapt.wrap_function_wrapper(pymysql.connections, "Connection.query", _pymysql_query)
-
-
-def _patch_psycopg() -> None:
-    import psycopg
-    import wrapt
-
-    for cls in (psycopg.Cursor, psycopg.ServerCursor):
-        for method in ("execute", "executemany"):
-            if method in vars(cls):
-                wrapt.wrap_function_wrapper(cls, method, _psycopg_execute)
+        log_event(
+            logging.WARNING,
+            "pinning_check_unavailable",
+            client=client,
+            module=module.__name__,
+            error=repr(exc),
+        )
 
 
 def enable_pinning_check() -> None:
-    """Wrap the installed drivers' statement entry points (idempotent; imports them)."""
+    """Observe the statements of every client whose integration declares them
+    (``Integration(statements=...)``): those already imported now, the others when they
+    are imported. Idempotent; imports no client."""
     global _enabled
     with _lock:
         if _enabled:
             return
         _enabled = True
-    import importlib.util
+    from lambda_conn import _registry
 
-    for module, patch in (("pymysql", _patch_pymysql), ("psycopg", _patch_psycopg)):
-        if importlib.util.find_spec(module) is not None:
-            patch()
+    for integration in _registry.integrations():
+        _observe(integration)
+    with _registry._lock:
+        _registry._on_register.append(_observe)  # clients registered later
 
 
 def enabled() -> bool:

@@ -29,6 +29,34 @@ if TYPE_CHECKING:
 GROUP = "lambda_conn.clients"
 
 
+class Statements:
+    """How the pinning check (``lambda_conn._pinning``) sees one client's statements.
+
+    ``engine`` picks the rules that classify them ("mysql" or "postgresql"). ``hooks``
+    maps each module to a patch run once that module is imported *and* the check is on
+    (never otherwise: off, nothing is wrapped); it receives the module and a
+    :class:`lambda_conn._pinning.Check` and wraps the client's statement entry points so
+    that each statement passes through the check before it is sent.
+    """
+
+    __slots__ = ("engine", "hooks")
+
+    def __init__(
+        self, engine: str, *, hooks: Mapping[str, Callable[[ModuleType, Any], None]]
+    ) -> None:
+        if engine not in ("mysql", "postgresql"):
+            raise ConfigurationError("engine", engine, '"mysql" or "postgresql"')
+        if not hooks or not all(isinstance(m, str) and m and callable(p) for m, p in hooks.items()):
+            raise ConfigurationError(
+                "hooks", hooks, "a mapping of module names to patch(module, check)"
+            )
+        self.engine = engine
+        self.hooks = dict(hooks)
+
+    def __repr__(self) -> str:
+        return f"Statements({self.engine!r}, hooks={sorted(self.hooks)!r})"
+
+
 class Integration:
     """How lambda_conn tracks one client.
 
@@ -36,15 +64,17 @@ class Integration:
     module to hook to the patch run once that module has been imported (as wrapt's
     ``register_post_import_hook``): the patch wraps the constructors of the client's
     connection classes with :meth:`track`, which also registers their :class:`Kind`.
+    ``statements`` (database clients) says how the pinning check observes its statements.
     """
 
-    __slots__ = ("hooks", "name", "origin")
+    __slots__ = ("hooks", "name", "origin", "statements")
 
     def __init__(
         self,
         name: str,
         *,
         hooks: Mapping[str, Callable[[ModuleType], None]],
+        statements: Statements | None = None,
         origin: str = "lambda_conn",
     ) -> None:
         if not isinstance(name, str) or not name or name == "all":
@@ -54,8 +84,11 @@ class Integration:
         for module, patch in hooks.items():
             if not callable(patch):
                 raise ConfigurationError(f"hooks[{module!r}]", patch, "a callable(module)")
+        if statements is not None and not isinstance(statements, Statements):
+            raise ConfigurationError("statements", statements, "a lambda_conn Statements or None")
         self.name = name
         self.hooks = dict(hooks)
+        self.statements = statements
         self.origin = origin  # the distribution that provides it (plugins)
 
     def __repr__(self) -> str:

@@ -69,7 +69,8 @@ SETTINGS = (
         parser="parse_bool",
         default="off",
         accepted=f"{BOOL_FORMS}: log each statement class that pins an RDS Proxy connection "
-        "(`rds_proxy_pinning`), once per tracked or reused PyMySQL / psycopg connection "
+        "(`rds_proxy_pinning`), once per tracked or reused connection of PyMySQL, mysqlclient, "
+        "mysql-connector, psycopg or psycopg2 "
         "(read when the first handler is decorated; `RDSConnector(pinning_check=True)` for "
         "one connector)",
     ),

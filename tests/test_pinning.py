@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 
 from lambda_conn import managed_connection, reused_connection, stats, untracked
+from lambda_conn._kinds import kind_of
 from lambda_conn._pinning import classify_mysql, classify_postgres, enable_pinning_check
 from lambda_conn._rds.connector import RDSConnector
+from lambda_conn._registry import integrations
+from tests.clients import DB_CLIENTS, Driver
 
 VALUE = "Distinctive-Value-7731"  # must never reach a log line
 
@@ -87,14 +90,25 @@ def test_nothing_is_wrapped_until_the_check_is_on() -> None:
     code = """
 import json, os
 os.environ.pop("LAMBDA_CONN_PINNING_CHECK", None)
-import pymysql, psycopg, wrapt
+import pymysql, psycopg, wrapt, MySQLdb.connections, mysql.connector, mysql.connector.aio
+import psycopg2, psycopg2.extras
 from lambda_conn import managed_connection
 @managed_connection
 def handler(event, context): return 1
 handler({}, None)
 def wrapped():
-    return [isinstance(pymysql.connections.Connection.__dict__["query"], wrapt.FunctionWrapper),
-            isinstance(psycopg.Cursor.__dict__["execute"], wrapt.FunctionWrapper)]
+    return [
+        isinstance(vars(cls)[name], wrapt.FunctionWrapper)
+        for cls, name in (
+            (pymysql.connections.Connection, "query"),
+            (MySQLdb.connections.Connection, "query"),
+            (mysql.connector.connection.MySQLConnection, "cmd_query"),
+            (mysql.connector.connection.MySQLConnection, "cmd_stmt_prepare"),
+            (mysql.connector.aio.connection.MySQLConnection, "cmd_query"),
+            (psycopg.Cursor, "execute"),
+            (psycopg2.extras.RealDictCursor, "execute"),
+        )
+    ] + [isinstance(psycopg2.connect, wrapt.FunctionWrapper)]
 print(json.dumps(wrapped()))
 os.environ["LAMBDA_CONN_PINNING_CHECK"] = "1"
 import lambda_conn._tracking as t; t._installed = False; t.install()
@@ -103,7 +117,125 @@ print(json.dumps(wrapped()))
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert [json.loads(line) for line in out] == [[False, False], [True, True]]
+    assert [json.loads(line) for line in out] == [[False] * 8, [True] * 8]
+
+
+# --------------------------------------------------------------------------- every client
+
+#: A statement that pins on each server, carrying a value that must never be logged.
+PINNING_STATEMENTS = {
+    "mariadb": ("mysql", f"SET @tenant = '{VALUE}'", "SET user variable"),
+    "postgres": ("postgresql", f"SELECT set_config('app.user', '{VALUE}', false)", "set_config()"),
+}
+DECLARED = {i.name for i in integrations() if i.statements is not None}
+
+
+def test_the_database_clients_declare_how_their_statements_are_observed() -> None:
+    assert {"pymysql", "mysqlclient", "mysql-connector", "psycopg", "psycopg2"} == DECLARED
+
+
+@pytest.fixture(params=[c for c in DB_CLIENTS if c.name in DECLARED], ids=str)
+def db(request: pytest.FixtureRequest) -> Any:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        yield Driver(request.param, request.getfixturevalue(request.param.server), loop)
+    finally:
+        loop.close()
+
+
+def test_each_declared_client_logs_a_pinning_class_once_per_connection_without_values(
+    db: Driver, caplog: pytest.LogCaptureFixture
+) -> None:
+    enable_pinning_check()
+    engine, sql, statement_class = PINNING_STATEMENTS[db.client.server]
+
+    async def body() -> Any:
+        conn = await db.connect()
+        await db.run(conn, "SELECT 1")
+        await db.run(conn, sql)
+        await db.run(conn, sql)  # the same class on the same connection: not again
+        return conn
+
+    with caplog.at_level(logging.WARNING, logger="lambda_conn"):
+        db.invoke(body)
+        db.invoke(body)  # a new connection: logged again
+        with untracked():  # neither tracked nor reused: not checked
+            conn = db.now(body)
+        kind = kind_of(conn)
+        if kind.aclose is not None:
+            db.loop.run_until_complete(kind.aclose(conn))
+        else:
+            assert kind.close is not None
+            kind.close(conn)
+    events = _pinning_events(caplog)
+    assert [(e["engine"], e["statement_class"]) for e in events] == [(engine, statement_class)] * 2
+    assert VALUE not in caplog.text
+
+
+def test_mysql_connector_binary_protocol_prepares_are_reported(
+    mariadb: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import mysql.connector
+
+    enable_pinning_check()
+
+    @managed_connection
+    def handler(event: Any, context: Any) -> Any:
+        conn = mysql.connector.connect(
+            host=mariadb.host,
+            port=mariadb.port,
+            user=mariadb.user,
+            password=mariadb.password,
+            database=mariadb.database,
+            ssl_disabled=True,
+        )
+        cur = conn.cursor(prepared=True)  # COM_STMT_PREPARE, whatever the statement says
+        cur.execute("SELECT %s", (VALUE,))
+        return cur.fetchall()
+
+    with caplog.at_level(logging.WARNING, logger="lambda_conn"):
+        assert handler({}, None) == [(VALUE,)]
+    classes = [e["statement_class"] for e in _pinning_events(caplog)]
+    assert classes == ["binary-protocol prepared statement (COM_STMT_PREPARE)"]
+    assert VALUE not in caplog.text
+
+
+def test_psycopg2_cursor_factories_and_held_cursors_are_checked(
+    postgres: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg2
+    import psycopg2.extras
+
+    enable_pinning_check()
+
+    @managed_connection
+    def handler(event: Any, context: Any) -> None:
+        # a cursor_factory given to connect(): executemany too
+        conn = psycopg2.connect(
+            **postgres.connect_kwargs(), cursor_factory=psycopg2.extras.RealDictCursor
+        )
+        with conn.cursor() as cur:
+            cur.executemany("SET search_path = %s", [(VALUE,)])
+        # one given to cursor(): psycopg2.extras' own execute
+        with conn.cursor(cursor_factory=psycopg2.extras.NamedTupleCursor) as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (7731,))
+            cur.execute("SELECT pg_advisory_unlock(%s)", (7731,))
+        # a named cursor WITH HOLD, and psycopg2.sql
+        from psycopg2 import sql
+
+        with conn.cursor("held", withhold=True) as cur:
+            cur.execute(sql.SQL("SELECT {}").format(sql.Literal(VALUE)))
+            cur.fetchall()
+        conn.commit()
+
+    with caplog.at_level(logging.WARNING, logger="lambda_conn"):
+        handler({}, None)
+    classes = [e["statement_class"] for e in _pinning_events(caplog)]
+    assert classes == ["SET session parameter", "session advisory lock", "cursor WITH HOLD"]
+    assert all(e["connection"] == "psycopg2.connection" for e in _pinning_events(caplog))
+    assert VALUE not in caplog.text
 
 
 def test_mysql_tracked_and_reused_connections_log_each_class_once(

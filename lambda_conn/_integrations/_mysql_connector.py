@@ -12,7 +12,7 @@ from __future__ import annotations
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
 from lambda_conn._liveness import socket_idle_and_open
-from lambda_conn._registry import Integration
+from lambda_conn._registry import Integration, Statements
 from lambda_conn._scope import untracked
 
 TYPE_CHECKING = False
@@ -183,10 +183,40 @@ def patch_mysql_connector_aio(aio: ModuleType) -> None:
     register_kind(connection.MySQLConnection, AIO_CONNECTION)
 
 
+BINARY_PREPARE = "binary-protocol prepared statement (COM_STMT_PREPARE)"
+
+
+def _observe(connection_class: type, check: Any) -> None:
+    # Text statements (cursors, executemany's batched INSERT, multi-statement runs), and
+    # the binary protocol's prepare (``cursor(prepared=True)``), which pins whatever it says.
+    check.method(connection_class, "cmd_query", sql=(0, "query"))
+    check.method(connection_class, "cmd_query_iter", sql=(0, "statements"))
+    check.method(connection_class, "cmd_stmt_prepare", statement_class=BINARY_PREPARE)
+
+
+def observe_statements(connector: ModuleType, check: Any) -> None:
+    from mysql.connector import connection
+
+    _observe(connection.MySQLConnection, check)
+
+
+def observe_aio_statements(aio: ModuleType, check: Any) -> None:
+    from mysql.connector.aio import connection
+
+    _observe(connection.MySQLConnection, check)
+
+
 INTEGRATION = Integration(
     "mysql-connector",
     hooks={
         "mysql.connector": patch_mysql_connector,
         "mysql.connector.aio": patch_mysql_connector_aio,
     },
+    statements=Statements(
+        "mysql",
+        hooks={
+            "mysql.connector": observe_statements,
+            "mysql.connector.aio": observe_aio_statements,
+        },
+    ),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
 from lambda_conn._liveness import socket_idle_and_open
-from lambda_conn._registry import Integration
+from lambda_conn._registry import Integration, Statements
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,5 +56,15 @@ def patch_mysqlclient(connections: ModuleType) -> None:
     register_kind(connections.Connection, CONNECTION)
 
 
+def observe_statements(connections: ModuleType, check: Any) -> None:
+    """Cursors send every statement through the Python ``Connection.query`` (before the C
+    ``_mysql`` call); mysqlclient has no binary-protocol prepared statements."""
+    check.method(connections.Connection, "query", sql=(0, "query"))
+
+
 # MySQLdb imports its connections module only on the first connect.
-INTEGRATION = Integration("mysqlclient", hooks={"MySQLdb.connections": patch_mysqlclient})
+INTEGRATION = Integration(
+    "mysqlclient",
+    hooks={"MySQLdb.connections": patch_mysqlclient},
+    statements=Statements("mysql", hooks={"MySQLdb.connections": observe_statements}),
+)

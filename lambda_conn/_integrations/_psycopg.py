@@ -18,7 +18,7 @@ from __future__ import annotations
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._liveness import socket_idle_and_open
-from lambda_conn._registry import Integration
+from lambda_conn._registry import Integration, Statements
 from lambda_conn._scope import untracked
 
 TYPE_CHECKING = False
@@ -244,6 +244,49 @@ def patch_psycopg_pool(psycopg_pool: ModuleType) -> None:
     register_kind(pool_async.AsyncConnectionPool, ASYNC_POOL)
 
 
+# --------------------------------------------------------------------------- statements
+
+SERVER_PREPARED = "server-side prepared statement (psycopg prepare_threshold)"
+
+
+def _text(query: Any, cursor: Any) -> Any:
+    if isinstance(query, (str, bytes)):
+        return query
+    try:
+        return str(query.as_string(cursor))  # sql.SQL / sql.Composed
+    except Exception:
+        return None
+
+
+def _checked_execute(check: Any) -> Any:
+    def execute(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        conn = instance.connection
+        check.statement(conn, _text(args[0] if args else kwargs.get("query"), instance))
+        if getattr(instance, "_withhold", False):
+            check.found(conn, "cursor WITH HOLD")
+        result = wrapped(*args, **kwargs)
+        # psycopg prepared a statement on the server (prepare_threshold runs of it).
+        if getattr(getattr(conn, "_prepared", None), "_names", None):
+            check.found(conn, SERVER_PREPARED)
+        return result
+
+    return execute
+
+
+def observe_statements(psycopg: ModuleType, check: Any) -> None:
+    """``Cursor.execute``/``executemany`` (``Connection.execute`` goes through them) and the
+    server-side cursor's; after each, whether psycopg server-prepared a statement."""
+    import wrapt
+
+    wrapper = _checked_execute(check)
+    for cls in (psycopg.Cursor, psycopg.ServerCursor):
+        for method in ("execute", "executemany"):
+            if method in vars(cls):
+                wrapt.wrap_function_wrapper(cls, method, wrapper)
+
+
 INTEGRATION = Integration(
-    "psycopg", hooks={"psycopg": patch_psycopg, "psycopg_pool": patch_psycopg_pool}
+    "psycopg",
+    hooks={"psycopg": patch_psycopg, "psycopg_pool": patch_psycopg_pool},
+    statements=Statements("postgresql", hooks={"psycopg": observe_statements}),
 )

@@ -7,7 +7,7 @@ from lambda_conn._integrations._returned_db import cut, unread_result
 from lambda_conn._integrations._track import tracker
 from lambda_conn._kinds import Kind, register_kind
 from lambda_conn._liveness import socket_idle_and_open
-from lambda_conn._registry import Integration
+from lambda_conn._registry import Integration, Statements
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,4 +61,13 @@ def patch_pymysql(pymysql: ModuleType) -> None:
     register_kind(connections.Connection, PYMYSQL)
 
 
-INTEGRATION = Integration("pymysql", hooks={"pymysql": patch_pymysql})
+def observe_statements(pymysql: ModuleType, check: Any) -> None:
+    """Every statement, from any cursor or ``conn.query()``, passes ``Connection.query``."""
+    check.method(pymysql.connections.Connection, "query", sql=(0, "sql"))
+
+
+INTEGRATION = Integration(
+    "pymysql",
+    hooks={"pymysql": patch_pymysql},
+    statements=Statements("mysql", hooks={"pymysql": observe_statements}),
+)
