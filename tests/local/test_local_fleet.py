@@ -125,10 +125,13 @@ def test_each_environment_is_reset_on_its_own(write_handler):
     crashes = [r for r in report.records if r.outcome == "crash"]
     assert crashes
     assert all(r.reset_reason == "crash" for r in crashes)
-    # each crash threw away one environment and only that one: a new one replaced it,
-    # and every environment served exactly its own three invocations at most
-    assert report.fleet.environments_replaced == report.fleet.environments_created - 3
-    assert report.fleet.environments_created == report.summary.cold_starts
+    # each crash threw away one environment and only that one: a new one replaced it in
+    # its slot (unless the soak ended first: at most one per slot, of 3), and every
+    # environment served at most its own three invocations
+    fleet = report.fleet
+    assert len(crashes) - 3 <= fleet.environments_replaced <= len(crashes)
+    assert fleet.environments_created - fleet.environments_replaced <= 3
+    assert fleet.environments_created == report.summary.cold_starts
     per_env: dict[int, int] = {}
     for r in report.records:
         per_env[r.environment] = per_env.get(r.environment, 0) + 1
