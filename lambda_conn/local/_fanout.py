@@ -24,11 +24,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from lambda_conn.local._progress import ProgressBar
 from lambda_conn.local._server_sampler import SamplerError, ServerSampler, ServerSeries
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from lambda_conn.local._fleet import FleetReport
 
@@ -130,13 +131,21 @@ def _server(dsn: str | None, server: str, max_connections: int, out: IO[str]) ->
         yield embedded.dsn, f"embedded MySQL-protocol server on 127.0.0.1:{embedded.port}"
 
 
-def _drained(dsn: str) -> None:
-    """Wait until the server counts no client but the sampler (environments that died
-    with connections open are seen gone a moment later), so designs do not overlap."""
+def _clients(dsn: str) -> int:
+    """The server's client connections now (the sampler's own excluded)."""
+    with ServerSampler(dsn) as sampler:
+        return sampler.series.counts[0]
+
+
+def _drained(dsn: str, baseline: int) -> int:
+    """Wait until the server counts no more clients than ``baseline`` (those it had before
+    the demo: a --dsn server has others) so designs do not overlap: environments that
+    died with connections open are seen gone a moment later. Returns the last count."""
     with ServerSampler(dsn, interval_s=0.05) as sampler:
         deadline = time.monotonic() + _DRAIN_S
-        while sampler.series.counts[-1] > 0 and time.monotonic() < deadline:
+        while sampler.series.counts[-1] > baseline and time.monotonic() < deadline:
             time.sleep(0.05)
+        return sampler.series.counts[-1]
 
 
 def run_fanout(
@@ -172,6 +181,11 @@ def run_fanout(
     rows: list[FanoutRow] = []
     interrupted = False
     with _server(dsn, server, max_connections, out) as (url, label):
+        try:
+            baseline = _clients(url)  # a --dsn server may have clients of its own
+        except SamplerError as exc:  # before any invocation
+            print(f"cannot sample the server: {exc}", file=out)
+            return 2
         print(
             f"{label}; {concurrency} concurrent callers, {invocations} invocations per design, "
             f"each holding its connection {hold_ms} ms",
@@ -182,7 +196,7 @@ def run_fanout(
             if not quiet:
                 print(f"{title} ({handler})", file=sys.stderr)
             if rows:
-                _drained(url)
+                _drained(url, baseline)
             bar = ProgressBar(invocations, quiet=quiet)
             try:
                 report = fleet_soak(
@@ -197,8 +211,8 @@ def run_fanout(
                 )
             except FleetInterrupted as exc:  # Ctrl-C: every environment is gone already
                 report, interrupted = exc.report, True
-            except SamplerError as exc:  # before the first invocation
-                print(f"--dsn: {exc}", file=out)
+            except SamplerError as exc:  # the server full or gone: before this design ran
+                print(f"cannot sample the server: {exc}", file=out)
                 return 2
             finally:
                 bar.finish()
