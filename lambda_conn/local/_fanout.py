@@ -83,7 +83,8 @@ class FanoutRow:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.report.to_dict(), "server": self.series.to_dict()}
+        """The fleet report's (its ``server`` samples on the soak's clock)."""
+        return self.report.to_dict()
 
 
 _HEADER = [
