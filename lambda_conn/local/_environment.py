@@ -317,5 +317,7 @@ class ExecutionEnvironment:
     def _signal_group(self, sig: signal.Signals) -> None:
         if self._proc is None or self._proc.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        try:  # not contextlib.suppress: this runs twice per invocation
             os.killpg(self._proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return

@@ -29,7 +29,11 @@ _InitFailure = Literal["exit", "memory", "timeout", "init_error"]
 
 def _decode(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        try:  # UTF-8 first: json.loads(bytes) would detect the encoding every time
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return json.loads(body)  # UTF-16 or UTF-32, as json.loads reads them
+        return json.loads(text)
     except ValueError:
         return body.decode("utf-8", "replace")
 
