@@ -1,6 +1,6 @@
 """Single-environment soak throughput against the raw awslambdaric loop, in one run.
 
-Run: python benchmarks/bench_soak.py [--n 2000] [--rounds 7] [--no-fleet]
+Run: python benchmarks/bench_soak.py [--n 1000] [--rounds 9] [--no-fleet]
 
 "raw loop": the real ``python -m awslambdaric`` bootstrap, with the environment the local
 runtime gives it, against a minimal Runtime API (one thread, one keep-alive connection:
@@ -284,8 +284,8 @@ def report(samples: dict[str, list[Sample]], n: int, rounds: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=2000, help="invocations per run")
-    parser.add_argument("--rounds", type=int, default=7, help="runs of each case, interleaved")
+    parser.add_argument("--n", type=int, default=1000, help="invocations per run")
+    parser.add_argument("--rounds", type=int, default=9, help="runs of each case, interleaved")
     parser.add_argument(
         "--no-fleet", action="store_true", help="skip fleet_soak at concurrency 1, 2, 4, 8"
     )
