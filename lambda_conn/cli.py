@@ -125,8 +125,8 @@ def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         epilog=TIMINGS
         + FLEET
         + "\nexit status: 0 when every invocation succeeded; 1 when any failed or the soak\n"
-        "stopped early; 2 for a usage error or a concurrency the machine's memory cannot\n"
-        "hold; 130 when interrupted.",
+        "stopped early; 2 for a usage error, a concurrency the machine's memory cannot\n"
+        "hold or a --dsn that cannot be sampled; 130 when interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("handler", metavar="MODULE:FUNCTION", help="also MODULE.FUNCTION (Lambda form)")
@@ -174,7 +174,10 @@ def _add_soak(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write records and summary")
     p.add_argument(
-        "--plot", metavar="FILE", help="descriptors and memory per invocation (.svg/.png)"
+        "--plot",
+        metavar="FILE",
+        help="descriptors and memory per invocation (.svg/.png); with a fleet option, "
+        "server connections, environments busy and failures over time",
     )
     p.add_argument("--handler-dir", metavar="DIR", help="task root (default: current directory)")
     p.add_argument(
