@@ -10,6 +10,7 @@ by the server going away (refused) and starting again, all inside the injected s
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg2
 import pytest
 
 from lambda_conn import managed_connection
@@ -30,6 +32,7 @@ from lambda_conn._rds.deadline import Timeouts
 from lambda_conn._rds.iam import IAMTokenProvider
 from lambda_conn._rds.postgres import sqlstate
 from lambda_conn._rds.retry import Retry
+from tests.servers.fds import open_fds
 from tests.servers.postgres import PostgresServer
 from tests.servers.silent import SilentTCPServer
 from tests.servers.tls import generate_tls_files
@@ -280,14 +283,16 @@ class TricklingRelay:
         self.listener.close()
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_the_connect_timeout_bounds_tcp_tls_and_startup_as_a_whole(
-    postgres: PostgresServer,
+    postgres: PostgresServer, driver: str
 ) -> None:
     relay = TricklingRelay((postgres.host, postgres.port), gap=0.02)
     try:
         rds = RDSConnector(
             "127.0.0.1",
             engine="postgresql",
+            driver=driver,
             port=relay.port,
             user=postgres.user,
             password=postgres.password,
@@ -305,12 +310,14 @@ def test_the_connect_timeout_bounds_tcp_tls_and_startup_as_a_whole(
     assert elapsed < 1.5  # one 0.4 s attempt; each trickled byte came within 20 ms
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_a_silent_server_is_cut_by_the_deadline_and_leaks_nothing(
-    silent_server: SilentTCPServer,
+    silent_server: SilentTCPServer, driver: str
 ) -> None:
     rds = RDSConnector(
         "127.0.0.1",
         engine="postgresql",
+        driver=driver,
         port=silent_server.port,
         user="app",
         password=SECRET,
@@ -323,6 +330,84 @@ def test_a_silent_server_is_cut_by_the_deadline_and_leaks_nothing(
     assert info.value.reason == "deadline"
     assert elapsed < 1.5
     assert silent_server.wait_open(0) == 0  # every attempt's socket closed
+
+
+def _libpq_nonblocking(conn: Any) -> int:
+    import ctypes
+
+    from psycopg2 import _psycopg
+
+    isnonblocking = ctypes.CDLL(_psycopg.__file__).PQisnonblocking
+    isnonblocking.argtypes = [ctypes.c_void_p]
+    return int(isnonblocking(conn.pgconn_ptr))
+
+
+def test_psycopg2_sub_second_connect_timeout_cuts_a_silent_server_as_a_whole(
+    silent_server: SilentTCPServer,
+) -> None:
+    """libpq's own ``connect_timeout`` is whole seconds, at least 2: 300 ms is the
+    connector's bound (psycopg2's non-blocking connect under a wait callback)."""
+    from psycopg2 import extensions
+
+    rds = RDSConnector(
+        "127.0.0.1",
+        engine="postgresql",
+        driver="psycopg2",
+        port=silent_server.port,
+        user="app",
+        password=SECRET,
+        tls=False,
+        timeouts=Timeouts(connect=0.3),
+        retry=Retry(attempts=2, sleep=lambda s: None),
+    )
+    fds = open_fds()
+    with pytest.raises(ConnectError) as info:
+        rds.connect()
+    assert info.value.attempts == 2 and info.value.reason == "attempts"
+    assert "did not finish within 300 ms" in str(info.value.last_error)
+    assert isinstance(info.value, psycopg2.OperationalError)
+    assert extensions.get_wait_callback() is None  # put back, also after a failure
+    assert silent_server.wait_open(0) == 0  # each attempt's socket closed by psycopg2
+    assert open_fds() == fds
+
+
+def test_psycopg2_connection_is_handed_over_blocking_with_no_wait_callback_left(
+    tls_pg: PostgresServer,
+) -> None:
+    from psycopg2 import extensions
+
+    rds = connector_for(tls_pg, driver="psycopg2", retry=Retry(sleep=no_sleep))
+    conn = rds.connect(FakeContext(5000))
+    try:
+        assert extensions.get_wait_callback() is None
+        assert _libpq_nonblocking(conn) == 0  # as psycopg2.connect() leaves it
+        assert ssl_in_use(conn)
+        cur = conn.cursor()
+        cur.execute("CREATE TEMP TABLE copied (n int)")
+        rows = "".join(f"{n}\n" for n in range(20000))
+        cur.copy_expert("COPY copied FROM STDIN", io.StringIO(rows))
+        cur.execute("SELECT count(*) FROM copied")
+        assert cur.fetchone() == (20000,)
+    finally:
+        conn.close()
+
+
+def test_psycopg2_connect_keeps_an_applications_wait_callback(tls_pg: PostgresServer) -> None:
+    from psycopg2 import extensions, extras
+
+    extensions.set_wait_callback(extras.wait_select)  # what psycogreen installs
+    try:
+        conn = connector_for(tls_pg, driver="psycopg2").connect(FakeContext(5000))
+        try:
+            assert extensions.get_wait_callback() is extras.wait_select
+            assert _libpq_nonblocking(conn) == 1  # green: left as psycopg2 makes it
+            cur = conn.cursor()
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        finally:
+            conn.close()
+    finally:
+        extensions.set_wait_callback(None)
 
 
 # --------------------------------------------------------------------------- IAM

@@ -4,9 +4,10 @@ libpq makes the TCP connection, the TLS handshake and the startup itself, so the
 the MySQL side uses has no socket to cut. With psycopg 3 we drive libpq's non-blocking
 connect (``PQconnectStart``/``PQconnectPoll``, psycopg's documented ``pq`` layer) and wait
 on its socket against the attempt's own end: the connect timeout bounds TCP, TLS and
-startup as a whole, to the millisecond. (psycopg's ``connect_timeout`` is whole seconds,
-at least 2.) psycopg2 has no such layer: there libpq's ``connect_timeout`` bounds the
-attempt, rounded up to whole seconds and at least 2, as libpq does.
+startup as a whole, to the millisecond. (libpq's ``connect_timeout`` is whole seconds, at
+least 2, and per host address.) psycopg2 exposes no such layer, but runs the same
+non-blocking connect when a wait callback is set: ``psycopg2_connect`` sets one for the
+connect alone and waits on the socket against the attempt's end (see there).
 
 libpq does not expose the SQLSTATE of a failed startup (the server's ErrorResponse becomes
 a message), so a failure is classified by the server's message text (English, as RDS
@@ -24,7 +25,6 @@ connection lives: the connector sets ``prepare_threshold=None`` there unless tol
 
 from __future__ import annotations
 
-import math
 import re
 import selectors
 import time
@@ -356,12 +356,11 @@ class PostgresEngine:
         return conn
 
     def _psycopg2(self, params: dict[str, Any], limit: float) -> Any:
-        import psycopg2  # type: ignore[import-untyped, unused-ignore]
         from psycopg2.extensions import make_dsn  # type: ignore[import-untyped, unused-ignore]
 
-        # libpq counts whole seconds and takes at least 2.
-        params["connect_timeout"] = max(2, math.ceil(limit))
-        conn = psycopg2.connect(make_dsn(**params), **self.factories)
+        from lambda_conn._rds.psycopg2_connect import connect
+
+        conn = connect(make_dsn(**params), limit, self.factories)
         if "autocommit" in self.attributes:
             conn.autocommit = bool(self.attributes["autocommit"])
         return conn
