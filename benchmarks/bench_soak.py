@@ -1,6 +1,6 @@
 """Single-environment soak throughput against the raw awslambdaric loop, in one run.
 
-Run: python benchmarks/bench_soak.py [--n 1000] [--rounds 9] [--no-fleet]
+Run: python benchmarks/bench_soak.py [--n 1000] [--rounds 9] [--no-fleet] [--baseline TREE]
 
 "raw loop": the real ``python -m awslambdaric`` bootstrap, with the environment the local
 runtime gives it, against a minimal Runtime API (one thread, one keep-alive connection:
@@ -17,6 +17,8 @@ invocation (this process: user + sys) is given beside each, a figure that does n
 depend on how busy the other cores are. In the same rounds (unless ``--no-fleet``),
 ``fleet_soak`` of the same handler at concurrency 1, 2, 4 and 8, warm from the end of
 its invocations (most cold starts left out), with each median's ratio to concurrency 1.
+``--baseline TREE`` adds the soak as an older checkout's supervisor runs it (``git
+archive REV lambda_conn | tar -x -C TREE``), in a fresh interpreter, in the same rounds.
 """
 
 from __future__ import annotations
@@ -192,6 +194,25 @@ def soak_loop(n: int) -> Sample:
     return Sample((n - 1) / (times[-1] - times[0]), (cpu[-1] - cpu[0]) / (n - 1) * 1e6)
 
 
+def baseline_loop(n: int, tree: Path) -> Sample:
+    """``soak_loop`` in a fresh interpreter whose ``lambda_conn`` comes from ``tree`` (an
+    older checkout: the supervisor before a change, in the same interleaved run)."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import lambda_conn.local; "
+        "assert lambda_conn.local.__file__.startswith(sys.argv[1]), lambda_conn.local.__file__; "
+        "sys.path.insert(1, sys.argv[2]); import bench_soak; "
+        "s = bench_soak.soak_loop(int(sys.argv[3])); print(s.rate, s.cpu_us)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tree), str(HERE), str(n)],
+        cwd=HERE,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return Sample(float(out[-2]), float(out[-1]))
+
+
 def fleet_loop(n: int, concurrency: int) -> Sample:
     """``fleet_soak`` of the same handler, its rate over the second half of the
     invocations: environments are created while every warm one is busy, so a few cold
@@ -233,11 +254,9 @@ def interleaved(cases: dict[str, Callable[[], Sample]], rounds: int) -> dict[str
 
 
 def report(samples: dict[str, list[Sample]], n: int, rounds: int) -> str:
-    raw, ours = samples["raw loop"], samples["soak"]
+    raw = samples["raw loop"]
     fleet = {name: rows for name, rows in samples.items() if name.startswith("fleet")}
     raw_median = statistics.median(s.rate for s in raw)
-    ours_median = statistics.median(s.rate for s in ours)
-    pairs = statistics.median(a.rate / b.rate for a, b in zip(ours, raw, strict=True))
     lines = [
         f"### {TITLE}",
         "",
@@ -255,11 +274,16 @@ def report(samples: dict[str, list[Sample]], n: int, rounds: int) -> str:
             f"| {name} | {statistics.median(rates):,.0f} | {min(rates):,.0f} | "
             f"{max(rates):,.0f} | {statistics.median(s.cpu_us for s in rows):.0f} |"
         )
-    lines += [
-        "",
-        f"soak / raw loop: {ours_median / raw_median:.0%} (ratio of the medians); "
-        f"median of the {rounds} pair-by-pair ratios: {pairs:.0%}.",
-    ]
+    lines.append("")
+    for name, rows in samples.items():
+        if name in fleet or name == "raw loop":
+            continue
+        median = statistics.median(s.rate for s in rows)
+        pairs = statistics.median(a.rate / b.rate for a, b in zip(rows, raw, strict=True))
+        lines.append(
+            f"{name} / raw loop: {median / raw_median:.0%} (ratio of the medians); "
+            f"median of the {rounds} pair-by-pair ratios: {pairs:.0%}."
+        )
     if fleet:
         base = statistics.median(s.rate for s in fleet["fleet, concurrency 1"])
         lines += [
@@ -289,11 +313,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-fleet", action="store_true", help="skip fleet_soak at concurrency 1, 2, 4, 8"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="TREE",
+        help="also soak with the lambda_conn of this older checkout (git archive REV)",
+    )
     args = parser.parse_args(argv)
     cases: dict[str, Callable[[], Sample]] = {
         "raw loop": lambda: raw_loop(args.n),
         "soak": lambda: soak_loop(args.n),
     }
+    if args.baseline:
+        tree = args.baseline.resolve()
+        cases[f"soak, supervisor of {tree.name}"] = lambda: baseline_loop(args.n, tree)
     if not args.no_fleet:
         for c in FLEET:
             cases[f"fleet, concurrency {c}"] = lambda c=c: fleet_loop(args.n, c)  # type: ignore[misc]
