@@ -768,7 +768,18 @@ def summary(run: Run) -> list[str]:
             driver = entry.split()[0]
             if off in pm and on in pm:
                 parts.append(f"{driver} {pm[on] - pm[off]:+.1f} us ({pm[off]:.0f} us off)")
-        if parts:
+        alone = run.section(CLASSIFY_TITLE)
+        am = {n: statistics.median(s) for n, s in alone.rows} if alone else {}
+        off_alone = am.get("a statement entry point, check off (nothing wrapped)")
+        on_alone = am.get("the same entry point, check on (wrapper + classify_mysql)")
+        if off_alone is not None and on_alone is not None:
+            lines.append(
+                f"- Pinning check on: +{on_alone - off_alone:.1f} us per statement without the "
+                f"round trip (wrapper and classification of a 90-character SELECT); off, "
+                "nothing is wrapped (+0). With a loopback round trip, per driver (within its "
+                "noise): " + "; ".join(parts) + "."
+            )
+        elif parts:
             lines.append(
                 "- Pinning check on, per statement: " + "; ".join(parts) + "; off, nothing "
                 "is wrapped."
@@ -891,6 +902,10 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _loads(values: tuple[float, ...]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
+
+
 def describe(info: dict[str, Any]) -> str:
     return (
         f"Python {info['python']} on {info['machine']}, {info['cpus']} cores, "
@@ -936,6 +951,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python3 benchmarks/run.py " + " ".join(mask_dsn(a) for a in sys.argv[1:])
     counts = tuple(int(n) for n in args.fds.split(","))
     started = time.monotonic()
+    load_at_start = os.getloadavg()
     info = machine()
     print(f"# lambda_conn benchmarks\n\n`{command.strip()}`\n")
     print(describe(info) + "\n", flush=True)
@@ -955,6 +971,8 @@ def main(argv: list[str] | None = None) -> None:
     bench_import(run)
     bench_iam(run)
     elapsed = time.monotonic() - started
+    load = (load_at_start, os.getloadavg())
+    info["load_average"] = {"start": list(load[0]), "end": list(load[1])}
     lines = summary(run)
     header = [
         "# lambda_conn benchmark results",
@@ -964,6 +982,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{describe(info)}. Target: {info['target']}. One run: medians, p99 and each "
         "median's ratio to the fastest in its table; absolute times are this machine's, "
         "the ratios travel.",
+        "",
+        f"Load average (1, 5, 15 min) at the start {_loads(load[0])}, at the end "
+        f"{_loads(load[1])}, on {info['cpus']} cores: above the core count, the other "
+        "processes' share of the machine inflates every absolute time.",
         "",
         "## Summary",
         "",
