@@ -64,9 +64,12 @@ class ResumingTLS:
     def wrap_socket(self, sock: Any, server_hostname: str | None = None, **kwargs: Any) -> Any:
         session = self.session
         self.offered = session is not None
-        return self.context.wrap_socket(
+        wrapped: Any = self.context.wrap_socket(
             sock, server_hostname=server_hostname, session=session, **kwargs
         )
+        # Per socket too: another thread's connect to the endpoint may run meanwhile.
+        wrapped._lambda_conn_offered = session is not None
+        return wrapped
 
     def remember(self, sock: ssl.SSLSocket) -> None:
         """After a connect that succeeded: keep the session the server accepted, or read
@@ -74,7 +77,7 @@ class ResumingTLS:
         if not self.keep:
             return
         now = time.time()
-        if self.offered:
+        if getattr(sock, "_lambda_conn_offered", self.offered):
             if sock.session_reused:
                 if not self.single_use and now < self.refresh_at:
                     self.uses += 1
