@@ -316,17 +316,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
+        action="append",
+        default=[],
         metavar="TREE",
-        help="also soak with the lambda_conn of this older checkout (git archive REV)",
+        help="also soak with the lambda_conn of this checkout (git archive REV); repeatable",
     )
     args = parser.parse_args(argv)
     cases: dict[str, Callable[[], Sample]] = {
         "raw loop": lambda: raw_loop(args.n),
         "soak": lambda: soak_loop(args.n),
     }
-    if args.baseline:
-        tree = args.baseline.resolve()
-        cases[f"soak, supervisor of {tree.name}"] = lambda: baseline_loop(args.n, tree)
+    for tree in (t.resolve() for t in args.baseline):
+        cases[f"soak, supervisor of {tree.name}"] = lambda tree=tree: baseline_loop(  # type: ignore[misc]
+            args.n, tree
+        )
     if not args.no_fleet:
         for c in FLEET:
             cases[f"fleet, concurrency {c}"] = lambda c=c: fleet_loop(args.n, c)  # type: ignore[misc]

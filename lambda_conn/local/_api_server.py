@@ -410,10 +410,10 @@ class RuntimeApiServer:
             return _NOT_FOUND
         if path.startswith(_INVOCATION):
             request_id, _, action = path[len(_INVOCATION) :].partition("/")
-            error_type = headers.get("lambda-runtime-function-error-type")
             if action == "response":
                 return state.runtime_response(request_id, body)
             if action == "error":
+                error_type = headers.get("lambda-runtime-function-error-type")
                 return state.runtime_error(request_id, body, error_type)
             return _NOT_FOUND
         if path == f"{_RUNTIME}/init/error":
