@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import os
+import sys
 from dataclasses import dataclass
 
 __all__ = ["HandlerSpec", "HandlerSpecError", "check_importable", "parse_handler"]
@@ -62,6 +63,22 @@ def parse_handler(spec: str) -> HandlerSpec:
     return HandlerSpec(module, function)
 
 
+def _find_top_level(name: str) -> importlib.machinery.ModuleSpec | None:
+    """A top-level module through every finder on ``sys.meta_path``, importing nothing.
+
+    Not only PathFinder: an editable install (``pip install -e``) puts its package behind
+    a finder of its own, and the runtime, on this interpreter, imports it from there.
+    """
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is None:
+            continue
+        found: importlib.machinery.ModuleSpec | None = find_spec(name, None)
+        if found is not None:
+            return found
+    return None
+
+
 def check_importable(spec: HandlerSpec, handler_dir: str | os.PathLike[str]) -> None:
     """Find the handler's module file without importing it (imports have side effects).
 
@@ -72,7 +89,7 @@ def check_importable(spec: HandlerSpec, handler_dir: str | os.PathLike[str]) -> 
     parts = spec.module.split(".")
     found = importlib.machinery.PathFinder.find_spec(parts[0], [root])
     if found is None:
-        found = importlib.machinery.PathFinder.find_spec(parts[0])
+        found = _find_top_level(parts[0])
     for depth in range(1, len(parts)):
         locations = found.submodule_search_locations if found is not None else None
         if not locations:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +46,42 @@ def test_modules_are_found_without_importing_them(tmp_path: Path) -> None:
     for missing in ("pkg.nope:handler", "nope:handler", "pkg.mod.deeper:handler"):
         with pytest.raises(HandlerSpecError, match="not found"):
             check_importable(parse_handler(missing), tmp_path)
+
+
+class _EditableFinder(importlib.abc.MetaPathFinder):
+    """What ``pip install -e`` installs with setuptools: a finder mapping a package to a
+    directory that is on no path."""
+
+    def __init__(self, name: str, where: Path) -> None:
+        self.name, self.where = name, where
+
+    def find_spec(
+        self, fullname: str, path: object, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        init = self.where / "__init__.py"
+        return importlib.util.spec_from_file_location(
+            fullname, init, submodule_search_locations=[str(self.where)]
+        )
+
+
+def test_a_package_behind_an_editable_install_finder_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "src" / "edpkg"
+    source.mkdir(parents=True)
+    (source / "__init__.py").write_text("raise RuntimeError('must not import')\n")
+    (source / "app.py").write_text("def handler(e, c): pass\n")
+    root = tmp_path / "task"
+    root.mkdir()
+    with pytest.raises(HandlerSpecError, match="not found"):
+        check_importable(parse_handler("edpkg.app:handler"), root)
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, _EditableFinder("edpkg", source)])
+    check_importable(parse_handler("edpkg.app:handler"), root)
+    with pytest.raises(HandlerSpecError, match="not found"):
+        check_importable(parse_handler("edpkg.nope:handler"), root)
+    assert "edpkg" not in sys.modules
 
 
 @pytest.mark.parametrize(
