@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from lambda_conn import _tracking
 from lambda_conn._errors import ConfigurationError
 from lambda_conn._kinds import is_closeable, is_registered_kind, kind_of
-from lambda_conn._scope import LEAK_ACTIONS, Scope, _close_failed, in_invocation
+from lambda_conn._scope import LEAK_ACTIONS, Scope, _close_failed
 from lambda_conn._shapes import is_coroutine_function, refuse_generators
 from lambda_conn._stats import counters
 
@@ -81,6 +81,9 @@ class ManagedConnection:
 
         log_at_init()  # the connection budget, when configured (nothing per invocation)
         clients, on_leak, audit = self.clients, self.on_leak, self.audit
+        # Without a guard or an audit, the hook after each invocation only counts it: one
+        # function for every call, not an object built per call.
+        counted = guard is None and not audit
         if audit:
             from lambda_conn._fd_audit import safe_snapshot as snapshot
 
@@ -88,7 +91,11 @@ class ManagedConnection:
 
             @functools.wraps(handler)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                after = _AfterInvocation(guard, args, snapshot() if audit else None)
+                after = (
+                    _count_invocation
+                    if counted
+                    else _AfterInvocation(guard, args, snapshot() if audit else None)
+                )
                 return await Scope(clients, on_leak, after).arun(handler, args, kwargs)
 
             # Given straight to awslambdaric, which cannot await, it runs all the same.
@@ -99,7 +106,11 @@ class ManagedConnection:
 
         @functools.wraps(handler)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            after = _AfterInvocation(guard, args, snapshot() if audit else None)
+            after = (
+                _count_invocation
+                if counted
+                else _AfterInvocation(guard, args, snapshot() if audit else None)
+            )
             return Scope(clients, on_leak, after).run(handler, args, kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -142,22 +153,28 @@ class ManagedConnection:
         await self._pop().aexit(failed=exc_type is not None)
 
 
-class _AfterInvocation:
-    """The one hook after a decorated handler's scope closed: the descriptor audit, then,
-    after the outermost invocation only, the counter and the health guard."""
+def _count_invocation(scope: Scope) -> None:
+    """The hook after a decorated handler's scope closed, with no guard and no audit."""
+    if scope._root is None:  # the outermost: the invocation itself
+        counters.invocations += 1
 
-    __slots__ = ("args", "before", "guard", "outermost")
+
+class _AfterInvocation:
+    """The hook after a decorated handler's scope closed, with a guard or an audit: the
+    descriptor audit, then, after the outermost invocation only, the counter and the
+    health guard."""
+
+    __slots__ = ("args", "before", "guard")
 
     def __init__(self, guard: Any, args: tuple[Any, ...], before: frozenset[int] | None) -> None:
         self.before = before  # the descriptors open before the handler (audit only)
         self.guard = guard
         self.args = args
-        self.outermost = not in_invocation()
 
     def __call__(self, scope: Scope) -> None:
         if self.before is not None:
             _audit(self.before)
-        if self.outermost:
+        if scope._root is None:  # the outermost: the invocation itself
             counters.invocations += 1
             if self.guard is not None:
                 self.guard.after_invocation(self.args)
@@ -269,6 +286,10 @@ def managed_connection(
         _parse_clients(clients), _parse_on_leak(on_leak), _parse_audit(audit_descriptors)
     )
     if target is None:
+        # Tracking is installed here, where it costs milliseconds (the integrations, the
+        # plugin scan, wrapt and the patches of clients already imported): for an object
+        # built at module level that is Init, not its first `with` block's invocation.
+        _tracking.install()
         return options
     if isinstance(target, (str, bytes, int, float, list, tuple, set, frozenset, dict)):
         from lambda_conn._redact import shown

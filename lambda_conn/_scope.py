@@ -46,12 +46,12 @@ class Scope:
         "_at_exit",
         "_late",
         "_resources",
+        "_root",
         "_token",
         "after",
         "clients",
         "closed",
         "on_leak",
-        "root",
         "serial",
     )
 
@@ -70,14 +70,31 @@ class Scope:
         # and outlives it must not have its connections kept alive here.
         self.closed = False
         self._late: set[tuple[str, tuple[str, ...]]] | None = None  # (kind, remote) reported
-        # The outermost open scope this one is nested in (itself when it is outermost): the
-        # invocation, whose end is where per-invocation state of reused connections ends.
+        # The invocation: the outermost open scope this one is nested in, or itself when
+        # in_invocation() is false here (no open scope around it, or one whose root is
+        # closed: the pytest plugin's). Per-invocation state of reused connections ends
+        # with it, and a decorated handler whose scope is its own root is the invocation.
+        # None when it is its own root: a scope that referred to itself would be a
+        # reference cycle per invocation, freed only by the cyclic garbage collector.
         parent = _current.get()
-        self.root: Scope = parent.root if parent is not None and not parent.root.closed else self
+        if parent is None or parent.closed or parent.root.closed:
+            self._root: Scope | None = None
+        else:
+            self._root = parent.root
         self._at_exit: list[Callable[[bool], None]] | None = None
         # Unique for the life of the process, unlike id(): a mark left on a long-lived
         # object (a pool) never matches a later scope that reuses this one's memory.
         self.serial = next(_serials)
+
+    @property
+    def root(self) -> Scope:
+        """The invocation this scope belongs to (itself when it is the outermost)."""
+        root = self._root
+        return self if root is None else root
+
+    @root.setter
+    def root(self, scope: Scope) -> None:
+        self._root = None if scope is self else scope
 
     def __repr__(self) -> str:
         kinds = [kind.name for _, kind in self._resources.values()]
@@ -87,7 +104,7 @@ class Scope:
 
     def enter(self) -> Scope:
         """Make this the current scope of this thread or task (until :meth:`leave`)."""
-        if self.root is self and _returned.pending:
+        if self._root is None and _returned.pending:
             _returned.release_pending()  # what the previous invocation returned, unread
         self._token = _current.set(self)
         _entered.add(self)
@@ -112,9 +129,12 @@ class Scope:
         """Leave, close everything, run the ``after`` hook; returns the handler's result."""
         self.leave()
         try:
-            if not failed:
-                result = self.returned(result)
-            self.close(handler_failed=failed)
+            if self._resources or self._at_exit is not None:
+                if not failed:
+                    result = self.returned(result)
+                self.close(handler_failed=failed)
+            else:  # nothing to close: most invocations, spared the calls
+                self.closed = True
         finally:
             if self.after is not None:
                 self.after(self)
@@ -124,9 +144,12 @@ class Scope:
         """As :meth:`exit`, awaiting ``aclose()`` for async clients."""
         self.leave()
         try:
-            if not failed:
-                result = self.returned(result)
-            await self.aclose(handler_failed=failed)
+            if self._resources or self._at_exit is not None:
+                if not failed:
+                    result = self.returned(result)
+                await self.aclose(handler_failed=failed)
+            else:
+                self.closed = True
         finally:
             if self.after is not None:
                 self.after(self)

@@ -94,3 +94,42 @@ def test_typing_stand_ins_keep_generics_and_overloads_working() -> None:
     assert issubclass(Closing, Generic)
     assert lambda_conn.managed_connection.__name__ == "managed_connection"
     assert lambda_conn.managed_connection.__doc__  # the implementation, not an overload
+
+
+def _added_by_first_invocation(handler_module: str) -> list[str]:
+    """Modules the first invocation of ``handler`` imports, once its module ran (Init)."""
+    paths = [_parent(lambda_conn.__file__), _parent(awslambdaric.__file__)]
+    code = (
+        "import sys\n"
+        f"sys.path[:0] = {paths!r}\n"
+        "import requests\n"  # a tracked client, imported before lambda_conn
+        "from lambda_conn import managed_connection\n"
+        f"{handler_module}\n"
+        "before = set(sys.modules)\n"
+        "handler({}, None)\n"
+        "added = sorted(set(sys.modules) - before)\n"
+        "import json\n"
+        "print(json.dumps(added))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    added: list[str] = json.loads(out)
+    return added
+
+
+@pytest.mark.parametrize(
+    "handler_module",
+    [
+        "@managed_connection\ndef handler(event, context):\n    requests.Session()\n",
+        # a block's object built at module level: `with` it in the handler
+        "block = managed_connection()\n"
+        "def handler(event, context):\n    with block:\n        requests.Session()\n",
+    ],
+    ids=["decorator", "module-level-block"],
+)
+def test_tracking_is_installed_at_init_not_in_the_first_invocation(handler_module: str) -> None:
+    # GIVEN a handler module (requests imported first) that uses lambda_conn at module level
+    # THEN its first invocation (which opens and closes a tracked Session) imports nothing:
+    # the integrations, the plugin scan, wrapt and the patches were all paid at Init
+    assert _added_by_first_invocation(handler_module) == []
