@@ -89,6 +89,51 @@ def test_a_pool_built_during_an_invocation_is_closed_with_what_it_handed_out(
     assert db.server.unclean_closes() == unclean
 
 
+def test_a_pool_left_open_is_reported_with_its_kind_and_remote(
+    pooled: tuple[DBPool, Driver], monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import json
+    import logging
+
+    from lambda_conn._kinds import registered_kind
+
+    spec, db = pooled
+    kept: list[Any] = []
+    kinds: list[Any] = []
+
+    async def noop(obj: Any) -> None:
+        return None
+
+    async def body() -> None:
+        pool = await _wrap(db, spec.make(db.server, 2))
+        conn = await _wrap(db, spec.borrow(pool))  # the pool's one open connection
+        await db.run(conn, "SELECT 1")
+        kept.append((pool, conn))
+        # GIVEN a close rule that closes nothing, so the pool really stays open
+        kind = registered_kind(pool)
+        assert kind is not None
+        kinds.append(kind)
+        monkeypatch.setattr(kind, "close", lambda obj: None)
+        if kind.aclose is not None:
+            monkeypatch.setattr(kind, "aclose", noop)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="lambda_conn"):
+            db.invoke(body)
+        lines = [json.loads(r.getMessage()) for r in caplog.records]
+        (leak,) = [e for e in lines if e["event"] == "connections_leaked"]
+        # THEN the pool is reported once, by its kind and its open connection's server
+        assert leak["count"] == 1
+        assert leak["connections"] == [
+            {"kind": kinds[0].name, "remote": [f"127.0.0.1:{db.server.port}"]}
+        ]
+    finally:
+        monkeypatch.undo()
+        for pool, conn in kept:
+            db.now(lambda: _wrap(db, spec.give_back(pool, conn)))  # noqa: B023
+            db.now(lambda: _wrap(db, spec.close(pool)))  # noqa: B023
+
+
 def test_a_named_mysql_connector_pool_made_during_an_invocation_outlives_it(
     mariadb: Any,
 ) -> None:
