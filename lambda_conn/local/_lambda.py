@@ -118,13 +118,18 @@ class LocalLambda:
     # ------------------------------------------------------------------- public
     def invoke(self, event: Any = None) -> InvocationRecord:
         """Run one invocation synchronously and return its record (also kept in ``records``)."""
-        payload = json.dumps(event).encode()
+        return self._invoke(json.dumps(event).encode(), keep_response=True)
+
+    def _invoke(self, payload: bytes, *, keep_response: bool) -> InvocationRecord:
+        """``invoke`` of an event already encoded; a successful response is neither
+        decoded nor kept unless ``keep_response`` (a soak's default: built right the
+        first time, not copied without it afterwards)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("this LocalLambda is closed; create a new one to invoke again")
             request_id, trace_id = _ids()
             try:
-                record = self._invoke_locked(request_id, trace_id, payload)
+                record = self._invoke_locked(request_id, trace_id, payload, keep_response)
             except BaseException:
                 self._reset("interrupted", kill=True)
                 raise
@@ -174,15 +179,21 @@ class LocalLambda:
         if env is not None:
             env.kill("interpreter-exit")
 
-    def _invoke_locked(self, request_id: str, trace_id: str, payload: bytes) -> InvocationRecord:
+    def _invoke_locked(
+        self, request_id: str, trace_id: str, payload: bytes, keep_response: bool
+    ) -> InvocationRecord:
         env = self._env
         if env is not None:  # frozen: ``dispatch`` thaws it
-            return self._run(env, request_id, trace_id, payload, cold=False, init_ms=None)
+            return self._run(
+                env, request_id, trace_id, payload, keep_response, cold=False, init_ms=None
+            )
         env = self._start_environment()
         self._env = env  # so that an interrupt during Init still kills it
         failure, init_ms = self._wait_init(env)
         if failure is None:
-            return self._run(env, request_id, trace_id, payload, cold=True, init_ms=init_ms)
+            return self._run(
+                env, request_id, trace_id, payload, keep_response, cold=True, init_ms=init_ms
+            )
         self._env = None
         return self._init_failure(env, request_id, failure, init_ms)
 
@@ -265,6 +276,7 @@ class LocalLambda:
         request_id: str,
         trace_id: str,
         payload: bytes,
+        keep_response: bool,
         *,
         cold: bool,
         init_ms: float | None,
@@ -297,6 +309,7 @@ class LocalLambda:
             sigterm_sent = shutdown.sigterm_sent
 
         reset_reason: ResetReason | None
+        response: Any
         if inv.answered:
             if inv.error is not None:
                 error = _decode(inv.error)
@@ -305,7 +318,8 @@ class LocalLambda:
                     response["errorType"] = inv.error_type
                 outcome: Outcome = "function_error"
             else:
-                response, outcome = _decode(inv.response or b""), "ok"
+                response = _decode(inv.response or b"") if keep_response else None
+                outcome = "ok"
             reset_reason = "exited_after_response" if ending == "exit" else ending
         else:
             assert ending is not None  # the loop only ends unanswered by a kill or exit

@@ -6,7 +6,7 @@ invocation, a pool that stops working after a freeze, a recycle that drops a req
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -100,6 +100,7 @@ def soak(
             f"max_init_failures={max_init_failures!r} is not accepted: expected a positive "
             "integer or None"
         )
+    payload = json.dumps(event).encode()  # once: every invocation sends the same event
     stopped: str | None = None
     # The function's output passes through a tap that counts the events the summary shows.
     with (
@@ -118,9 +119,7 @@ def soak(
         start = time.perf_counter()
         try:
             for done in range(1, n + 1):
-                record = fn.invoke(event)
-                if record.ok and not keep_responses:
-                    records[-1] = record = dataclasses.replace(record, response=None)
+                record = fn._invoke(payload, keep_response=keep_responses)
                 if progress is not None:
                     progress(done, record)
                 init_failures = init_failures + 1 if record.reset_reason == "init_error" else 0
