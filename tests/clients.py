@@ -337,6 +337,23 @@ async def _aiomysql_close(pool: Any) -> None:
     await pool.wait_closed()
 
 
+def _mysql_connector_pool(server: Any, size: int) -> Any:
+    from mysql.connector.pooling import MySQLConnectionPool
+
+    return MySQLConnectionPool(
+        pool_size=size,
+        **_mysql_kwargs(server),
+        database=server.database,
+        ssl_disabled=True,
+        connection_timeout=5,
+        use_pure=True,
+    )
+
+
+def _mysql_connector_close(pool: Any) -> None:
+    pool._remove_connections()
+
+
 DB_POOLS = [
     DBPool(
         _client("psycopg2"),
@@ -354,5 +371,12 @@ DB_POOLS = [
     ),
     DBPool(
         _client("aiomysql"), _aiomysql_pool, _aiomysql_borrow, _aiomysql_give_back, _aiomysql_close
+    ),
+    DBPool(
+        _client("mysql-connector"),
+        _mysql_connector_pool,
+        lambda pool: pool.get_connection(),
+        lambda pool, conn: conn.close(),  # a pooled connection's close() gives it back
+        _mysql_connector_close,
     ),
 ]

@@ -9,8 +9,8 @@ first, then closes. A connection a ``MySQLConnectionPool`` makes belongs to the 
 
 from __future__ import annotations
 
-from lambda_conn._integrations._track import tracker
-from lambda_conn._kinds import Kind, register_kind
+from lambda_conn._integrations._track import pool_probes, tracker
+from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._liveness import socket_idle_and_open
 from lambda_conn._registry import Integration, Statements
 from lambda_conn._scope import untracked
@@ -67,6 +67,55 @@ def _pools_own(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
         return wrapped(*args, **kwargs)
 
 
+# A MySQLConnectionPool knows only the connections in its queue, not the ones it has
+# handed out: each pool remembers every connection it adds, so closing a pool built during
+# an invocation closes those too (with COM_QUIT, as any connection of the scope).
+_MADE = "_lambda_conn_connections"
+
+
+def _pool_connections(pool: Any) -> list[Any]:
+    return pool.__dict__.get(_MADE, [])  # type: ignore[no-any-return]
+
+
+def _remember_added(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    with untracked():  # the pool's connection, not the scope's
+        result = wrapped(*args, **kwargs)
+    queued = instance._cnx_queue.queue
+    if queued:
+        made = instance.__dict__.setdefault(_MADE, [])
+        if not any(conn is queued[-1] for conn in made):
+            made.append(queued[-1])
+    return result
+
+
+def _close_pool(pool: Any) -> None:
+    queue = pool._cnx_queue
+    with queue.mutex:  # what it holds now belongs to no one: closed below
+        queue.queue.clear()
+    errors = []
+    for conn in _pool_connections(pool):
+        try:
+            _close(conn)
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+_pool_is_open, _pool_remote = pool_probes(_pool_connections, _is_open, _remote)
+
+POOL = Kind(
+    "mysql.connector.pooling.MySQLConnectionPool",
+    "mysql-connector",
+    close=_close_pool,
+    is_open=_pool_is_open,
+    remote=_pool_remote,
+    alive=reconnects,
+)
+
+
 def patch_mysql_connector(connector: ModuleType) -> None:
     import wrapt
     from mysql.connector import connection, pooling
@@ -74,9 +123,16 @@ def patch_mysql_connector(connector: ModuleType) -> None:
     wrapt.wrap_function_wrapper(
         connection, "MySQLConnection.__init__", tracker("mysql-connector", CONNECTION)
     )
-    for method in ("__init__", "set_config", "add_connection"):
-        wrapt.wrap_function_wrapper(pooling, f"MySQLConnectionPool.{method}", _pools_own)
     register_kind(connection.MySQLConnection, CONNECTION)
+    # A pool built during an invocation is the scope's, with what it made; a named pool
+    # (connect(pool_name=...)) lives in a process-wide registry: deliberate reuse.
+    wrapt.wrap_function_wrapper(
+        pooling, "MySQLConnectionPool.__init__", tracker("mysql-connector", POOL, whole=True)
+    )
+    wrapt.wrap_function_wrapper(pooling, "MySQLConnectionPool.set_config", _pools_own)
+    wrapt.wrap_function_wrapper(pooling, "MySQLConnectionPool.add_connection", _remember_added)
+    wrapt.wrap_function_wrapper(pooling, "_get_pooled_connection", _pools_own)
+    register_kind(pooling.MySQLConnectionPool, POOL)
 
 
 async def _apools_own(
