@@ -116,9 +116,52 @@ POOL = Kind(
 )
 
 
+# The C extension's CMySQLConnection (what connect() returns when the extension loads):
+# its close() drops an unread result itself, then mysql_close sends COM_QUIT. Its handle
+# exposes no socket to poll, so a reused one is probed with mysql_ping: one round trip.
+
+
+def _c_is_open(cnx: Any) -> bool:
+    handle = cnx._cmysql
+    return handle is not None and bool(handle.connected())
+
+
+def _c_close(cnx: Any) -> None:
+    if _c_is_open(cnx):
+        cnx.close()
+
+
+def _c_alive(cnx: Any) -> bool:
+    if not _c_is_open(cnx) or cnx.unread_result:
+        return False
+    try:
+        return bool(cnx._cmysql.ping())
+    except Exception:  # the extension's MySQLInterfaceError: the server has gone
+        return False
+
+
+C_CONNECTION = Kind(
+    "mysql.connector.CMySQLConnection",
+    "mysql-connector",
+    close=_c_close,
+    is_open=_c_is_open,
+    remote=_remote,
+    alive=_c_alive,
+)
+
+
 def patch_mysql_connector(connector: ModuleType) -> None:
+    import sys
+
     import wrapt
     from mysql.connector import connection, pooling
+
+    # Loaded by mysql.connector's own __init__ when the extension imports; when it does not
+    # (here: it needs an OpenSSL the system lacks), connect() returns MySQLConnection.
+    cext = getattr(sys.modules.get("mysql.connector.connection_cext"), "CMySQLConnection", None)
+    if cext is not None:
+        wrapt.wrap_function_wrapper(cext, "__init__", tracker("mysql-connector", C_CONNECTION))
+        register_kind(cext, C_CONNECTION)
 
     wrapt.wrap_function_wrapper(
         connection, "MySQLConnection.__init__", tracker("mysql-connector", CONNECTION)
