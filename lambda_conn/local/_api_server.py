@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from lambda_conn.local._constants import EXTENSIONS_API_VERSION, RUNTIME_API_VERSION
 from lambda_conn.local._extensions import Extension
-from lambda_conn.local._state import Reply, SandboxState
+from lambda_conn.local._state import ACCEPTED, Reply, SandboxState
 
 __all__ = ["RuntimeApiServer"]
 
@@ -207,7 +207,7 @@ def _request(buf: bytearray, parts: list[str], headers: Headers, pos: int) -> _R
     return _Request(method, target.split("?", 1)[0], headers, body, keep_alive, pos)
 
 
-def _encode(reply: Reply, keep_alive: bool) -> bytes:
+def _render(reply: Reply, keep_alive: bool) -> bytes:
     head = f"HTTP/1.1 {reply.status} {_PHRASES[reply.status]}\r\n"
     for name, value in reply.headers:
         head += f"{name}: {value}\r\n"
@@ -215,6 +215,21 @@ def _encode(reply: Reply, keep_alive: bool) -> bytes:
     if not keep_alive:
         head += "Connection: close\r\n"
     return (head + "\r\n").encode("latin-1") + reply.body
+
+
+# The replies that never change, rendered once (keyed by identity: hashing a Reply would
+# hash its body): every invocation's POST of a response is answered with ACCEPTED.
+_RENDERED = {
+    id(r): (r, _render(r, True), _render(r, False))
+    for r in (ACCEPTED, _ACCEPTED, _NOT_FOUND, _BAD_REQUEST)
+}
+
+
+def _encode(reply: Reply, keep_alive: bool) -> bytes:
+    rendered = _RENDERED.get(id(reply))
+    if rendered is not None and rendered[0] is reply:
+        return rendered[1] if keep_alive else rendered[2]
+    return _render(reply, keep_alive)
 
 
 class _Connection:

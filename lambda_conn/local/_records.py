@@ -19,7 +19,7 @@ OUTCOMES: tuple[Outcome, ...] = ("ok", "function_error", "timeout", "memory", "c
 ResetReason = Literal["exited_after_response", "timeout", "memory", "crash", "init_error"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InvocationRecord:
     """One invoke as the caller saw it (``outcome``, ``response``) plus sandbox measurements.
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from lambda_conn.local._constants import MAX_RESPONSE_BYTES
 from lambda_conn.local._extensions import Extension, ExtensionRegistry, RegistrationError
 
-__all__ = ["FunctionMetadata", "Invocation", "Reply", "SandboxState"]
+__all__ = ["ACCEPTED", "FunctionMetadata", "Invocation", "Reply", "SandboxState"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class FunctionMetadata:
     handler: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reply:
     """An HTTP answer for the server to write."""
 
@@ -51,10 +51,11 @@ def _error_reply(status: int, error_type: str, message: str) -> Reply:
     return _json_reply(status, {"errorMessage": message, "errorType": error_type})
 
 
-_ACCEPTED = _json_reply(202, {"status": "OK"})
+#: The answer to a posted response or error; the server keeps its wire form.
+ACCEPTED = _json_reply(202, {"status": "OK"})
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Invocation:
     """One request handed to the runtime, and what the runtime posted back."""
 
@@ -150,7 +151,7 @@ class SandboxState:
             return _error_reply(413, "RequestEntityTooLarge", message)
         inv.response = body
         inv.answered_at = time.perf_counter()
-        return _ACCEPTED
+        return ACCEPTED
 
     def runtime_error(self, request_id: str, body: bytes, error_type: str | None) -> Reply:
         inv, refused = self._answerable(request_id)
@@ -159,14 +160,14 @@ class SandboxState:
         inv.error = body
         inv.error_type = error_type
         inv.answered_at = time.perf_counter()
-        return _ACCEPTED
+        return ACCEPTED
 
     def runtime_init_error(self, body: bytes, error_type: str | None) -> Reply:
         if self._runtime_next_calls:
             return _error_reply(403, "InvalidStateTransition", "init already completed")
         self.init_error = body
         self.init_error_type = error_type
-        return _ACCEPTED
+        return ACCEPTED
 
     def _answerable(self, request_id: str) -> tuple[Invocation | None, Reply]:
         inv = self._current
@@ -174,7 +175,7 @@ class SandboxState:
             return None, _error_reply(400, "InvalidRequestID", "Invalid request ID")
         if inv.answered:
             return None, _error_reply(403, "InvalidStateTransition", "invocation already answered")
-        return inv, _ACCEPTED
+        return inv, ACCEPTED
 
     # --------------------------------------------------------------- extension side
     def extension_register(self, name: str, body: bytes) -> Reply:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from lambda_conn.local._api_server import _BadRequest, _parse_by_line, parse_request
+from lambda_conn.local._api_server import _BadRequest, _encode, _parse_by_line, parse_request
+from lambda_conn.local._state import ACCEPTED, Reply
 
 CURL_POST = (
     b"POST /2018-06-01/runtime/invocation/51d61ce1/error HTTP/1.1\r\n"
@@ -75,3 +76,17 @@ def test_an_incomplete_request_waits_for_more(raw):
 def test_what_cannot_be_read_closes_the_connection(raw):
     with pytest.raises(_BadRequest):
         parse_request(bytearray(raw))
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_a_constant_reply_rendered_once_is_the_same_bytes_as_rendered_each_time(keep_alive):
+    # ACCEPTED answers every posted response from its rendering kept at import; an equal
+    # Reply that is another object is rendered afresh: both must be the same bytes.
+    fresh = Reply(ACCEPTED.status, ACCEPTED.body, ACCEPTED.headers)
+    assert fresh is not ACCEPTED
+    wire = _encode(ACCEPTED, keep_alive)
+    assert wire == _encode(fresh, keep_alive)
+    assert wire.startswith(b"HTTP/1.1 202 Accepted\r\n") and wire.endswith(
+        b'\r\n\r\n{"status": "OK"}'
+    )
+    assert (b"Connection: close\r\n" in wire) is not keep_alive
