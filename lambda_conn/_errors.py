@@ -17,9 +17,11 @@ class ConfigurationError(LambdaConnError, ValueError):
         # The value only in a form that cannot reveal a credential (``_redact.shown``):
         # a value in the wrong setting is often a secret in the wrong place.
         from lambda_conn._redact import shown
+        from lambda_conn._settings import safe_to_show
 
         self.setting = setting
-        self.value = shown(value, secret=secret)  # what is shown, never the raw value
+        safe = not secret and safe_to_show(setting)
+        self.value = shown(value, secret=secret, safe=safe)  # never the raw value
         self.accepted = accepted  # built by us; an OS error inside it is scrubbed where made
         super().__init__(f"{setting}={self.value} is not valid: expected {accepted}")
 

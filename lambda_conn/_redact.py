@@ -9,6 +9,8 @@ Every message and log line that echoes a user's value goes through :func:`shown`
   they are no credential worth the name;
 - a URL, DSN or conninfo string is shown with its credentials masked
   (``mysql://***@db/app``, ``password=***``);
+- a word given to a setting that can hold no secret (a client name, an enum, a boolean)
+  is shown as it is (``clients='pymsql'``);
 - any other string as its type and length (``<str of 12 characters>``), a container as
   its type and size, anything else as its type: never its ``repr``, which for a client or
   a credentials object may hold the secret.
@@ -24,6 +26,7 @@ MASK = "***"
 _CREDENTIAL_KEYS = ("password", "passwd", "pwd", "secret", "token", "key", "auth")
 _SAFE_UNIT_LETTERS = 3  # "MiB", "ms": a unit, not a word
 _SAFE_LENGTH = 12
+_WORD_LENGTH = 32  # the longest value a setting that can hold no secret shows as it is
 _NUMBER_MARKS = frozenset(".%+- _")
 _CERT_EXTENSIONS = (".pem", ".crt", ".cer", ".der", ".p12", ".bundle")
 
@@ -35,13 +38,19 @@ def redact(value: Any) -> Any:
     return value
 
 
-def shown(value: Any, *, secret: bool = False) -> str:
+def shown(value: Any, *, secret: bool = False, safe: bool = False) -> str:
     """The form in which ``value`` may appear in a message or a log line (see the module).
 
     ``secret``: the setting itself holds a credential: only its type and length, always.
+    ``safe``: the setting can hold no secret (a client name, an enum, a boolean; see
+    ``_settings.safe_to_show``): a word is shown as it is, so a typo reads as one. Only a
+    word (ASCII letters of one case, digits, ``_.-``, at most 32 characters): anything else
+    is shown as for any setting, in case a secret landed in the wrong place.
     """
     if secret:
         return _type_and_size(value)
+    if safe and isinstance(value, str) and _word(value):
+        return repr(value)
     if value is None or isinstance(value, (bool, int, float)):
         return repr(value)
     if isinstance(value, str):
@@ -59,6 +68,16 @@ def scrub(text: str, value: Any, form: str) -> str:
     if isinstance(value, str) and value and form != repr(value) and value in text:
         return text.replace(value, form)
     return text
+
+
+def _word(text: str) -> bool:
+    return (
+        0 < len(text) <= _WORD_LENGTH
+        and text.isascii()
+        and text[0].isalpha()
+        and (text == text.lower() or text == text.upper())
+        and all(char.isalnum() or char in "_.-" for char in text)
+    )
 
 
 def _type_and_size(value: Any) -> str:

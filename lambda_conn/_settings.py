@@ -28,7 +28,16 @@ class Setting:
     health guard on.
     """
 
-    __slots__ = ("accepted", "activates", "default", "group", "keyword", "name", "parser")
+    __slots__ = (
+        "accepted",
+        "activates",
+        "default",
+        "group",
+        "keyword",
+        "name",
+        "parser",
+        "safe_to_show",
+    )
 
     def __init__(
         self,
@@ -48,9 +57,40 @@ class Setting:
         self.accepted = accepted
         self.keyword = keyword
         self.activates = activates
+        # A refused value is shown back only if the setting can never hold a secret: one
+        # read by a parser of a fixed vocabulary (a boolean, a list of trigger names).
+        self.safe_to_show = parser in _VOCABULARY_PARSERS
 
     def __repr__(self) -> str:
         return f"Setting({self.name!r})"
+
+
+_VOCABULARY_PARSERS = ("parse_bool", "parse_retrying")
+# Keyword options whose values are names from a fixed vocabulary (client names, enums,
+# booleans): never a secret, so a refused one is shown (a typo reads as one). Hosts, DSNs,
+# users, passwords, paths and free text are not here: theirs stay redacted.
+KEYWORDS_SAFE_TO_SHOW = frozenset(
+    {
+        "audit_descriptors",
+        "check_hostname",
+        "clients",
+        "driver",
+        "engine",
+        "iam",
+        "on_leak",
+        "pinning_check",
+        "resume_tls",
+        "sslmode",
+        "tls",
+        "verify",
+    }
+)
+
+
+def safe_to_show(setting: str) -> bool:
+    """Whether a refused value of ``setting`` (an option or a variable) may be shown."""
+    known = BY_NAME.get(setting)
+    return known.safe_to_show if known is not None else setting in KEYWORDS_SAFE_TO_SHOW
 
 
 SETTINGS = (

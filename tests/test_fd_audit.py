@@ -90,9 +90,7 @@ def test_audit_is_off_by_default_and_on_from_the_environment(
 
 def test_bad_audit_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAMBDA_CONN_AUDIT_DESCRIPTORS", "sometimes")
-    with pytest.raises(
-        ConfigurationError, match="LAMBDA_CONN_AUDIT_DESCRIPTORS=<str of 9 characters>"
-    ):
+    with pytest.raises(ConfigurationError, match="LAMBDA_CONN_AUDIT_DESCRIPTORS='sometimes'"):
         managed_connection(lambda event, context: None)
     monkeypatch.delenv("LAMBDA_CONN_AUDIT_DESCRIPTORS")
     with pytest.raises(ConfigurationError, match="audit_descriptors"):

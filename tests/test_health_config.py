@@ -147,7 +147,10 @@ def test_memory_share_without_function_memory_stays_unresolved() -> None:
     ],
 )
 def test_every_tuning_variable_rejects_bad_values_by_name(name: str, bad: str) -> None:
-    pattern = rf"^{re.escape(f'{name}={shown(bad)}')} is not valid: expected "
+    from lambda_conn._settings import safe_to_show
+
+    form = shown(bad, safe=safe_to_show(name))  # a word of a boolean or trigger list: shown
+    pattern = rf"^{re.escape(f'{name}={form}')} is not valid: expected "
     with pytest.raises(ConfigurationError, match=pattern):
         config({"FD_HEALTH_LIMIT": "50%", name: bad})
 

@@ -254,3 +254,38 @@ def test_how_a_refused_value_is_shown(value: object, form: str) -> None:
 
     assert shown(value) == form
     assert shown(value, secret=True).startswith("<")  # a credential's setting: never more
+
+
+@pytest.mark.parametrize(
+    ("make", "form"),
+    [
+        (lambda: managed_connection(clients=["pymsql"]), "clients='pymsql' is not valid"),
+        (lambda: managed_connection(on_leak="rasie"), "on_leak='rasie' is not valid"),
+        (lambda: rds(engine="postgress"), "engine='postgress' is not valid"),
+    ],
+    ids=["clients", "on_leak", "engine"],
+)
+def test_a_refused_word_in_a_setting_that_holds_no_secret_is_shown(
+    make: Callable[[], object], form: str
+) -> None:
+    # GIVEN a typo in a setting of a fixed vocabulary: it reads as a typo
+    with pytest.raises(ConfigurationError) as info:
+        make()
+    assert form in str(info.value)
+
+
+def test_a_refused_boolean_variable_is_shown_and_other_settings_stay_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lambda_conn._redact import shown
+
+    monkeypatch.setenv("LAMBDA_CONN_AUDIT_DESCRIPTORS", "maybe")
+    with pytest.raises(ConfigurationError) as info:
+        managed_connection(lambda event, context: None)
+    assert "LAMBDA_CONN_AUDIT_DESCRIPTORS='maybe' is not valid" in str(info.value)
+    # a word is hidden where a secret may go (a host, a user, free text), and in a safe
+    # setting only a word is shown: the distinctive password stays hidden there too
+    assert ConfigurationError("user", "explode", "a str").value == "<str of 7 characters>"
+    assert ConfigurationError("clients", SECRET, "a name").value.startswith("<str of")
+    assert shown("hunter2", safe=True) == "'hunter2'"
+    assert shown("Hunter2", safe=True) == "<str of 7 characters>"  # mixed case: a password?
