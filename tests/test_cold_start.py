@@ -52,16 +52,16 @@ def _parent(module_file: str) -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(module_file)))
 
 
-def imported_by(first: str | None) -> list[str]:
-    """Modules that ``import lambda_conn`` adds in a fresh interpreter after ``first``."""
+def _added_by(setup: str, action: str) -> list[str]:
+    """Modules ``action`` adds, run after ``setup`` in a fresh interpreter whose path
+    starts with this checkout and awslambdaric."""
     paths = [_parent(lambda_conn.__file__), _parent(awslambdaric.__file__)]
     code = (
         "import sys\n"
         f"sys.path[:0] = {paths!r}\n"
-        + (f"import {first}\n" if first else "")
-        + "before = set(sys.modules)\n"
-        "import lambda_conn\n"
-        "assert lambda_conn.__file__.startswith(sys.path[0]), lambda_conn.__file__\n"
+        f"{setup}\n"
+        "before = set(sys.modules)\n"
+        f"{action}\n"
         "added = sorted(set(sys.modules) - before)\n"
         "import json\n"
         "print(json.dumps(added))\n"
@@ -71,6 +71,15 @@ def imported_by(first: str | None) -> list[str]:
     ).stdout
     added: list[str] = json.loads(out)
     return added
+
+
+def imported_by(first: str | None) -> list[str]:
+    """Modules that ``import lambda_conn`` adds in a fresh interpreter after ``first``."""
+    return _added_by(
+        f"import {first}" if first else "",
+        "import lambda_conn\n"
+        "assert lambda_conn.__file__.startswith(sys.path[0]), lambda_conn.__file__",
+    )
 
 
 @pytest.mark.parametrize("first", [None, "awslambdaric.bootstrap"])
@@ -98,24 +107,11 @@ def test_typing_stand_ins_keep_generics_and_overloads_working() -> None:
 
 def _added_by_first_invocation(handler_module: str) -> list[str]:
     """Modules the first invocation of ``handler`` imports, once its module ran (Init)."""
-    paths = [_parent(lambda_conn.__file__), _parent(awslambdaric.__file__)]
-    code = (
-        "import sys\n"
-        f"sys.path[:0] = {paths!r}\n"
+    setup = (
         "import requests\n"  # a tracked client, imported before lambda_conn
-        "from lambda_conn import managed_connection\n"
-        f"{handler_module}\n"
-        "before = set(sys.modules)\n"
-        "handler({}, None)\n"
-        "added = sorted(set(sys.modules) - before)\n"
-        "import json\n"
-        "print(json.dumps(added))\n"
+        f"from lambda_conn import managed_connection\n{handler_module}"
     )
-    out = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    added: list[str] = json.loads(out)
-    return added
+    return _added_by(setup, "handler({}, None)")
 
 
 @pytest.mark.parametrize(

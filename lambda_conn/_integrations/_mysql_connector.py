@@ -9,7 +9,7 @@ first, then closes. A connection a ``MySQLConnectionPool`` makes belongs to the 
 
 from __future__ import annotations
 
-from lambda_conn._integrations._track import pool_probes, tracker
+from lambda_conn._integrations._track import close_each, pool_probes, tracker
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._liveness import socket_idle_and_open
 from lambda_conn._registry import Integration, Statements
@@ -94,14 +94,7 @@ def _close_pool(pool: Any) -> None:
     queue = pool._cnx_queue
     with queue.mutex:  # what it holds now belongs to no one: closed below
         queue.queue.clear()
-    errors = []
-    for conn in _pool_connections(pool):
-        try:
-            _close(conn)
-        except Exception as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    close_each(_pool_connections(pool), _close)
 
 
 _pool_is_open, _pool_remote = pool_probes(_pool_connections, _is_open, _remote)

@@ -67,6 +67,19 @@ def pool_probes(
     return pool_is_open, pool_remote
 
 
+def close_each(objects: Iterable[Any], close: Callable[[Any], object]) -> None:
+    """``close(obj)`` for every one of ``objects``, each tried even when one before failed;
+    then the first failure is raised (a caller's close raises unless all closed)."""
+    errors = []
+    for obj in objects:
+        try:
+            close(obj)
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
 def untracked_call(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:

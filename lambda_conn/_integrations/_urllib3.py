@@ -9,7 +9,7 @@ needs no probe of ours.
 from __future__ import annotations
 
 from lambda_conn._integrations._returned_http import close_connection
-from lambda_conn._integrations._track import tracker
+from lambda_conn._integrations._track import close_each, tracker
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._registry import Integration
 from lambda_conn._scope import untracked
@@ -51,15 +51,7 @@ def _remember_connection(
 
 def close_open(conns: Any) -> None:
     """Close the connections of ``conns`` that still hold a socket (lent to a response)."""
-    errors = []
-    for conn in list(conns or ()):
-        if conn.sock is not None:
-            try:
-                close_connection(conn)
-            except Exception as exc:
-                errors.append(exc)
-    if errors:
-        raise errors[0]
+    close_each([conn for conn in list(conns or ()) if conn.sock is not None], close_connection)
 
 
 def close_pool(pool: Any) -> None:
@@ -85,14 +77,7 @@ def _close_pool_manager(manager: Any) -> None:
 
 
 def close_pools(pools: list[Any]) -> None:
-    errors = []
-    for pool in pools:
-        try:
-            close_pool(pool)
-        except Exception as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    close_each(pools, close_pool)
 
 
 def pool_manager_is_open(manager: Any) -> bool:
