@@ -1,0 +1,211 @@
+"""What a per-invocation MySQL TLS connect costs when the network has a round trip.
+
+    python3 benchmarks/tls_rtt.py                       # needs mariadbd
+    python3 benchmarks/tls_rtt.py --repeat 150 --out /tmp/tls_rtt.md
+
+On loopback a connect pays no round trip; from Lambda to RDS in one region a round trip is
+typically 0.2-1 ms, a plaintext MySQL connect pays about three (TCP, greeting, auth) and
+TLS 1.3 resumption about one more. Between the client and the private MariaDB (TLS on) this
+puts relays (benchmarks/_delay_relay.py, each a process of its own) that delay every chunk
+by a fixed one-way time D; D = 0 is the relay alone. Every case goes through the same relay
+for a given D, and the cases and delays are interleaved in one run. It first checks that the
+relay adds the delay it claims (a 1-byte echo round trip through it, against the echo
+direct) and, afterwards, that sessions resumed through it (counted per connect). Each
+sample is ``connect()`` + ``close()``. Nothing here is asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import ROOT
+
+DELAYS_MS = (0.0, 0.1, 0.25, 0.5)
+CASES = {
+    "plain": "PyMySQL, no TLS",
+    "resumed": "RDSConnector.connect(), TLS, session resumed (shared context)",
+    "full": "RDSConnector.connect(), TLS, resume_tls=False",
+    "defaults": "PyMySQL defaults (TLS preferred, new SSLContext per connect)",
+}
+RELAY = Path(__file__).with_name("_delay_relay.py")
+
+
+def start_relay(target_port: int, delay_ms: float) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, str(RELAY), str(target_port), str(delay_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def echo_server() -> int:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve() -> None:
+        while True:
+            conn, _ = listener.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while data := conn.recv(65536):
+                conn.sendall(data)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def echo_rtt_us(port: int, n: int = 300) -> float:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            sock.sendall(b"x")
+            sock.recv(1)
+            samples.append((time.perf_counter() - start) * 1e6)
+    return statistics.median(samples)
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=100, help="connects per case and delay")
+    parser.add_argument("--out", help="write the markdown here too")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    import pymysql
+
+    from lambda_conn import RDSConnector
+    from tests.servers.mariadb import MariaDBServer
+
+    load = os.getloadavg()
+    started = time.monotonic()
+    echo = echo_server()
+    relays: dict[float, tuple[subprocess.Popen[str], int]] = {}
+    lines: list[str] = []
+    with MariaDBServer(tls=True, max_connections=500) as server:
+        assert server.tls is not None
+        version = server.query("SELECT VERSION()")[0][0]
+        try:
+            # The relay's own delay, measured: echo round trip through a relay minus direct.
+            direct = echo_rtt_us(echo)
+            check: dict[float, float] = {}
+            for d in DELAYS_MS:
+                proc, port = start_relay(echo, d)
+                check[d] = echo_rtt_us(port)
+                proc.kill()
+                proc.wait()
+            for d in DELAYS_MS:
+                relays[d] = start_relay(server.port, d)
+            base = {"user": server.user, "password": server.password, "database": server.database}
+
+            def make(case: str, port: int) -> Any:
+                if case == "plain":
+                    return lambda: pymysql.connect(
+                        host="127.0.0.1", port=port, ssl_disabled=True, **base
+                    )
+                if case == "defaults":
+                    return lambda: pymysql.connect(host="127.0.0.1", port=port, **base)
+                rds = RDSConnector(
+                    "127.0.0.1",
+                    port=port,
+                    ssl_ca=server.tls.ca,
+                    resume_tls=case == "resumed",
+                    **base,
+                )
+                return rds.connect
+
+            connects = {(d, c): make(c, relays[d][1]) for d in DELAYS_MS for c in CASES}
+            samples: dict[tuple[float, str], list[float]] = {k: [] for k in connects}
+            tls_seen = {k: 0 for k in connects}
+            reused = {k: 0 for k in connects}
+            for connect in connects.values():  # warm-up: first session, imports
+                for _ in range(3):
+                    connect().close()
+            ticks = {d: cpu_ticks(relays[d][0].pid) for d in DELAYS_MS}
+            for _ in range(args.repeat):
+                for key, connect in connects.items():
+                    start = time.perf_counter()
+                    conn = connect()
+                    connected = time.perf_counter()
+                    sock = conn._sock  # read between the two timed parts
+                    tls_seen[key] += isinstance(sock, ssl.SSLSocket)
+                    reused[key] += isinstance(sock, ssl.SSLSocket) and sock.session_reused
+                    closing = time.perf_counter()
+                    conn.close()
+                    end = time.perf_counter()
+                    samples[key].append((connected - start + end - closing) * 1e3)
+            relay_cpu = {
+                d: (cpu_ticks(relays[d][0].pid) - ticks[d])
+                / os.sysconf("SC_CLK_TCK")
+                * 1000
+                / (args.repeat * len(CASES))
+                for d in DELAYS_MS
+            }
+        finally:
+            for proc, _ in relays.values():
+                proc.kill()
+                proc.wait()
+    elapsed = time.monotonic() - started
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    n = args.repeat
+    lines += [
+        "## Per-invocation MySQL connect with a network round trip (relay with a fixed delay)",
+        "",
+        f"`python3 benchmarks/tls_rtt.py --repeat {n}` in {elapsed:.0f} s, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; Python "
+        f"{sys.version.split()[0]}, {ssl.OPENSSL_VERSION}; private MariaDB {version} with TLS "
+        f"(TLS 1.3, verified against its CA); load average {load[0]:.1f} / {load[1]:.1f} at the "
+        f"start on {os.cpu_count()} cores. Each sample: `connect()` + `close()` through a relay "
+        "process that delays every chunk by D in each direction, in order "
+        "(benchmarks/_delay_relay.py); cases and delays interleaved, "
+        f"{n} connects per cell; medians in ms.",
+        "",
+        "| one-way D (RTT) | relay check: echo RTT added (ms) | "
+        + " | ".join(CASES.values())
+        + " | resumed / plaintext | defaults / resumed | resumed connects"
+        + " | relay CPU per connect (ms) |",
+        "| --- | ---: | " + " | ".join("---:" for _ in CASES) + " | ---: | ---: | ---: | ---: |",
+    ]
+    for d in DELAYS_MS:
+        cells = " | ".join(f"{med[(d, c)]:.2f}" for c in CASES)
+        lines.append(
+            f"| {d:g} ms ({2 * d:g} ms) | {(check[d] - direct) / 1000:.3f} | {cells} | "
+            f"{med[(d, 'resumed')] / med[(d, 'plain')]:.2f}x | "
+            f"{med[(d, 'defaults')] / med[(d, 'resumed')]:.1f}x | "
+            f"{reused[(d, 'resumed')]}/{n} (TLS {tls_seen[(d, 'resumed')]}, "
+            f"defaults TLS {tls_seen[(d, 'defaults')]}, full reused "
+            f"{reused[(d, 'full')]}) | {relay_cpu[d]:.3f} |"
+        )
+    lines += [
+        "",
+        f"Relay check: a 1-byte echo round trip direct took {direct / 1000:.3f} ms (median of "
+        "300); the column is the round trip through the relay minus that, which should be at "
+        "least 2D (the remainder is the relay's own hop and its wake-up latency).",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
