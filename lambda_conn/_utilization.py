@@ -33,6 +33,7 @@ FAMILIES = {
     "pymysql.Connection": "mysql",
     "MySQLdb.Connection": "mysql",
     "mysql.connector.MySQLConnection": "mysql",
+    "mysql.connector.CMySQLConnection": "mysql",
     "psycopg.Connection": "postgres",
     "psycopg2.connection": "postgres",
 }

@@ -69,7 +69,7 @@ def _mysqlclient_connect(server: Any) -> Any:
     return MySQLdb.connect(**_mysql_kwargs(server), database=server.database, connect_timeout=5)
 
 
-def _mysql_connector_connect(server: Any) -> Any:
+def _mysql_connector_connect(server: Any, *, use_pure: bool = True) -> Any:
     import mysql.connector
 
     return mysql.connector.connect(
@@ -77,7 +77,20 @@ def _mysql_connector_connect(server: Any) -> Any:
         database=server.database,
         ssl_disabled=True,
         connection_timeout=5,
+        use_pure=use_pure,
     )
+
+
+def _mysql_connector_cext_connect(server: Any) -> Any:
+    """What ``mysql.connector.connect()`` returns by default where the C extension loads."""
+    import mysql.connector
+
+    assert mysql.connector.HAVE_CEXT, (
+        "the test extra pins a mysql-connector-python whose C extension loads"
+    )
+    conn = _mysql_connector_connect(server, use_pure=False)
+    assert type(conn).__name__ == "CMySQLConnection"
+    return conn
 
 
 async def _mysql_connector_aio_connect(server: Any) -> Any:
@@ -155,6 +168,14 @@ DB_CLIENTS = [
     DBClient("mysqlclient", "mariadb", _mysqlclient_connect, _cursor_run, start=_cursor_start),
     DBClient(
         "mysql-connector", "mariadb", _mysql_connector_connect, _cursor_run, start=_cursor_start
+    ),
+    DBClient(
+        "mysql-connector",
+        "mariadb",
+        _mysql_connector_cext_connect,
+        _cursor_run,
+        start=_cursor_start,
+        label="mysql-connector-cext",
     ),
     DBClient(
         "mysql-connector",

@@ -287,9 +287,15 @@ def _observe(connection_class: type, check: Any) -> None:
 
 
 def observe_statements(connector: ModuleType, check: Any) -> None:
+    import sys
+
     from mysql.connector import connection
 
     _observe(connection.MySQLConnection, check)
+    # The C extension's class, where it loaded (mysql.connector imports it when it can).
+    cext = getattr(sys.modules.get("mysql.connector.connection_cext"), "CMySQLConnection", None)
+    if cext is not None:
+        _observe(cext, check)
 
 
 def observe_aio_statements(aio: ModuleType, check: Any) -> None:
