@@ -201,6 +201,16 @@ def main(argv: list[str] | None = None) -> None:
         "least 2D (the remainder is the relay's own hop and its wake-up latency).",
         "",
     ]
+    low, high = DELAYS_MS[0], DELAYS_MS[-1]
+    rtt_ms = (check[high] - check[low]) / 1000  # measured round-trip time added, low -> high
+    trips = {c: (med[(high, c)] - med[(low, c)]) / rtt_ms for c in CASES}
+    lines += [
+        f"Round trips each connect pays (its median's growth from D = {low:g} to {high:g} ms, over "
+        f"the measured round-trip growth of {rtt_ms:.3f} ms): "
+        + ", ".join(f"{CASES[c]}: {trips[c]:.1f}" for c in CASES)
+        + ".",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out:
