@@ -47,8 +47,12 @@ def test_only_the_unprotected_design_runs_the_server_out(tmp_path: Path, server:
     failed = [r for r in unprotected["records"] if r["outcome"] != "ok"]
     assert failed and unprotected["fleet"]["too_many_connections"] == len(failed)
     assert all("1040" in r["error_message"] for r in failed)
-    # it filled every slot the server had
-    assert unprotected["server"]["peak"] >= MAX_CONNECTIONS - 1
+    # it filled every slot the server had: each request that got in kept its connection
+    # to the end (counted from the records: the sampler's 100 ms may miss a fill and the
+    # refusals that follow it within a few tens of ms), and the sampler saw it climb
+    succeeded = len(unprotected["records"]) - len(failed)
+    assert MAX_CONNECTIONS - 2 <= succeeded <= MAX_CONNECTIONS
+    assert unprotected["server"]["peak"] > 0
     # the protected designs fail no request and never fill the server
     for row in (closed, reused, rds):
         assert row["summary"]["failed"] == 0, row["summary"]["first_failures"]
