@@ -33,6 +33,7 @@ from lambda_conn.local._lambda import LocalLambda
 from lambda_conn.local._logtap import LogTap
 from lambda_conn.local._records import InvocationRecord, ShutdownRecord
 from lambda_conn.local._report import SoakSummary, summarize
+from lambda_conn.local._soak import SoakResult
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def _own_rss() -> int | None:
 
 
 @dataclass(frozen=True)
-class FleetReport:
+class FleetReport(SoakResult):
     """Records (in invocation order), shutdowns, the soak's summary and the fleet's."""
 
     handler: str
@@ -80,25 +81,9 @@ class FleetReport:
         summary = summarize(self.records, self.pinning, kind_of=fleet_failure_kind)
         object.__setattr__(self, "summary", summary)
 
-    @property
-    def rate(self) -> float:
-        """Invocations per second of wall time, cold starts (and any --idle) included."""
-        return len(self.records) / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def failed(self) -> bool:
-        """True when any invocation failed as its caller saw it."""
-        return self.summary.failed > 0
-
     def to_dict(self) -> dict[str, Any]:
         return {
-            "handler": self.handler,
-            "memory_mb": self.memory_mb,
-            "timeout_s": self.timeout_s,
-            "wall_s": self.wall_s,
-            "invocations_per_s": self.rate,
-            "stopped_early": self.stopped_early,
-            "summary": self.summary.to_dict(),
+            **self._head(),
             "fleet": self.fleet.to_dict(),
             "idle_window_s": None if self.idle_window is None else list(self.idle_window),
             "server": self._server_dict(),

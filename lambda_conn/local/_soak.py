@@ -24,8 +24,42 @@ __all__ = ["SoakInterrupted", "SoakReport", "soak"]
 Progress = Callable[[int, InvocationRecord], None]
 
 
+class SoakResult:
+    """What a single-environment soak and a fleet soak both report: their rate, whether
+    anything failed, and the head of their ``--json`` file."""
+
+    handler: str
+    memory_mb: int
+    timeout_s: float
+    wall_s: float
+    records: list[InvocationRecord]
+    stopped_early: str | None
+    summary: SoakSummary
+
+    @property
+    def rate(self) -> float:
+        """Invocations per second of wall time, cold starts (and any --idle) included."""
+        return len(self.records) / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def failed(self) -> bool:
+        """True when any invocation failed as its caller saw it."""
+        return self.summary.failed > 0
+
+    def _head(self) -> dict[str, Any]:
+        return {
+            "handler": self.handler,
+            "memory_mb": self.memory_mb,
+            "timeout_s": self.timeout_s,
+            "wall_s": self.wall_s,
+            "invocations_per_s": self.rate,
+            "stopped_early": self.stopped_early,
+            "summary": self.summary.to_dict(),
+        }
+
+
 @dataclass(frozen=True)
-class SoakReport:
+class SoakReport(SoakResult):
     """Records, shutdowns and the summary of one soak; ``to_dict()`` is the --json file."""
 
     handler: str
@@ -43,25 +77,9 @@ class SoakReport:
     def __post_init__(self) -> None:
         object.__setattr__(self, "summary", summarize(self.records, self.pinning))
 
-    @property
-    def rate(self) -> float:
-        """Invocations per second of wall time, cold starts included."""
-        return len(self.records) / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def failed(self) -> bool:
-        """True when any invocation failed as the caller saw it."""
-        return self.summary.failed > 0
-
     def to_dict(self) -> dict[str, Any]:
         return {
-            "handler": self.handler,
-            "memory_mb": self.memory_mb,
-            "timeout_s": self.timeout_s,
-            "wall_s": self.wall_s,
-            "invocations_per_s": self.rate,
-            "stopped_early": self.stopped_early,
-            "summary": self.summary.to_dict(),
+            **self._head(),
             "records": [r.to_dict() for r in self.records],
             "shutdowns": [s.to_dict() for s in self.shutdowns],
         }
