@@ -33,7 +33,7 @@ from lambda_conn.local._lambda import LocalLambda
 from lambda_conn.local._logtap import LogTap
 from lambda_conn.local._records import InvocationRecord, ShutdownRecord
 from lambda_conn.local._report import SoakSummary, summarize
-from lambda_conn.local._soak import SoakResult
+from lambda_conn.local._soak import SoakResult, check_soak_options
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -351,18 +351,8 @@ def fleet_soak(
     Ctrl-C raises ``FleetInterrupted`` with the records so far, every environment gone.
     Other options are ``soak()``'s.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n={n!r} is not accepted: expected a positive integer")
+    check_soak_options(n, max_init_failures)
     concurrency, ramp, idle = check_fleet_options(concurrency, ramp_s, idle_s, n)
-    if max_init_failures is not None and (
-        isinstance(max_init_failures, bool)
-        or not isinstance(max_init_failures, int)
-        or max_init_failures <= 0
-    ):
-        raise ValueError(
-            f"max_init_failures={max_init_failures!r} is not accepted: expected a positive "
-            "integer or None"
-        )
     sampler = None
     if dsn is not None:
         from lambda_conn.local._server_sampler import ServerSampler

@@ -85,6 +85,21 @@ class SoakReport(SoakResult):
         }
 
 
+def check_soak_options(n: object, max_init_failures: object) -> None:
+    """What every soak, single or fleet, accepts as its count and its Init-failure stop."""
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n={n!r} is not accepted: expected a positive integer")
+    if max_init_failures is not None and (
+        isinstance(max_init_failures, bool)
+        or not isinstance(max_init_failures, int)
+        or max_init_failures <= 0
+    ):
+        raise ValueError(
+            f"max_init_failures={max_init_failures!r} is not accepted: expected a positive "
+            "integer or None"
+        )
+
+
 def soak(
     handler: str,
     n: int,
@@ -107,17 +122,7 @@ def soak(
     handler's name, a missing dependency) the soak stops: every further invocation would
     fail the same way. Ctrl-C raises ``SoakInterrupted``, which carries the records so far.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n={n!r} is not accepted: expected a positive integer")
-    if max_init_failures is not None and (
-        isinstance(max_init_failures, bool)
-        or not isinstance(max_init_failures, int)
-        or max_init_failures <= 0
-    ):
-        raise ValueError(
-            f"max_init_failures={max_init_failures!r} is not accepted: expected a positive "
-            "integer or None"
-        )
+    check_soak_options(n, max_init_failures)
     payload = json.dumps(event).encode()  # once: every invocation sends the same event
     stopped: str | None = None
     # The function's output passes through a tap that counts the events the summary shows.
