@@ -217,7 +217,11 @@ def test_too_many_connections_is_retried_until_a_slot_frees(
 
     def sleep(seconds: float) -> None:  # the burst ends while we back off
         slept.append(seconds)
-        held.pop().close()
+        freed = held.pop()
+        session = freed.thread_id()
+        freed.close()
+        # the server frees the slot just after QUIT: the retry must not race it
+        assert server.wait_session_gone(session)
 
     rds = connector_for(server, retry=Retry(base_delay=0.2, sleep=sleep, random=lambda: 0.5))
     try:
