@@ -76,6 +76,38 @@ def test_kill_all_and_sqlalchemy_url(mariadb: MariaDBServer) -> None:
             conn.ping(reconnect=False)
 
 
+@pytest.mark.parametrize("flavour", ["mariadb", "postgres"])
+def test_new_sessions_by_id_whatever_older_ones_do(
+    flavour: str, request: pytest.FixtureRequest
+) -> None:
+    """The snapshot helpers see only sessions opened after the snapshot: an older one
+    ending meanwhile (which throws a count off for good) or staying changes nothing."""
+    server = request.getfixturevalue(flavour)
+    older = [server.connect(), server.connect()]  # what an earlier test may leave behind
+    try:
+        before = server.session_ids()
+        assert len(before) >= 2
+        conn = server.connect()
+        try:
+            own = conn.thread_id() if flavour == "mariadb" else conn.info.backend_pid
+            older.pop().close()  # an older session ends during "this test"
+            new = server.wait_new_sessions(before, 1)
+            assert [s[server.session_key] for s in new] == [own]
+            assert own not in before and own in server.session_ids()
+            # still open: returned as left over (the failure message names it)
+            left = server.wait_new_sessions_gone(before, timeout=0.2)
+            assert [s[server.session_key] for s in left] == [own]
+        finally:
+            conn.close()
+        assert server.wait_new_sessions_gone(before) == []
+        assert server.wait_new_sessions(before, 0) == []
+        with pytest.raises(TypeError, match="session_ids"):
+            server.wait_new_sessions_gone(len(before))  # a count is not a snapshot
+    finally:
+        for c in older:
+            c.close()
+
+
 def test_stop_start_restart_same_port(make_mariadb: Callable[..., MariaDBServer]) -> None:
     server = make_mariadb()
     assert server.start_seconds is not None and server.start_seconds < 10

@@ -19,11 +19,15 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 S = TypeVar("S", bound="ClosingServer")
+
+#: The application user both database servers create and tests connect as.
+TEST_USER = "lc"
 
 
 def short_tmpdir(prefix: str) -> Path:
@@ -194,6 +198,68 @@ class PrivateServer(ClosingServer):
     def end_session(self, session_id: int) -> Any:
         """End one session from the server side (a failover, an idle timeout, a kill)."""
         raise NotImplementedError
+
+    # Sessions by id, not by count. A count taken before a handler runs is thrown off by a
+    # session an earlier test left that ends meanwhile (the count drops below it and never
+    # comes back) or by a late one appearing; ids from a snapshot are not. MariaDB's ids
+    # only grow; a PostgreSQL pid is not handed out again until the kernel's pid counter
+    # wraps, so a new session never hides behind an id of the snapshot.
+
+    #: The key of a :meth:`client_sessions` row holding the id :meth:`end_session` takes.
+    session_key = "id"
+
+    def client_sessions(self, user: str | None = TEST_USER) -> list[dict[str, Any]]:
+        """Client sessions of ``user`` (``None``: any user), the admin's excluded."""
+        raise NotImplementedError
+
+    def session_ids(self, user: str | None = TEST_USER) -> frozenset[int]:
+        """The ids of ``user``'s sessions now: the snapshot the ``wait_new_*`` take."""
+        return frozenset(s[self.session_key] for s in self.client_sessions(user))
+
+    def new_sessions(
+        self, before: AbstractSet[int], user: str | None = TEST_USER
+    ) -> list[dict[str, Any]]:
+        """``user``'s sessions whose id is not in the snapshot ``before``."""
+        return [s for s in self.client_sessions(user) if s[self.session_key] not in before]
+
+    def wait_new_sessions_gone(
+        self, before: AbstractSet[int], user: str | None = TEST_USER, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """Poll until no session of ``user`` remains that is not in the snapshot
+        ``before`` (:meth:`session_ids`); returns the ones left, ``[]`` once all ended.
+
+        ``assert server.wait_new_sessions_gone(before) == []`` then names what stayed open.
+        Sessions of the snapshot may end or stay: they are not this test's.
+        """
+        return self._wait_new(before, lambda new: not new, user, timeout)
+
+    def wait_new_sessions(
+        self,
+        before: AbstractSet[int],
+        n: int,
+        user: str | None = TEST_USER,
+        timeout: float = 5.0,
+    ) -> list[dict[str, Any]]:
+        """Poll until exactly ``n`` sessions of ``user`` exist that are not in the
+        snapshot ``before``; returns them (on timeout the last, different, list)."""
+        return self._wait_new(before, lambda new: len(new) == n, user, timeout)
+
+    def _wait_new(
+        self,
+        before: AbstractSet[int],
+        done: Callable[[list[dict[str, Any]]], bool],
+        user: str | None,
+        timeout: float,
+    ) -> list[dict[str, Any]]:
+        # A bare int here is a count from the old pattern, not a snapshot: refuse it.
+        if not isinstance(before, AbstractSet):
+            raise TypeError(f"before must be a snapshot from session_ids(), not {before!r}")
+        deadline = time.monotonic() + timeout
+        while True:
+            new = self.new_sessions(before, user)
+            if done(new) or time.monotonic() >= deadline:
+                return new
+            time.sleep(0.01)
 
     def _make_dir(self, prefix: str) -> None:
         self.dir = short_tmpdir(prefix)

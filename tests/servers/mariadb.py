@@ -29,6 +29,7 @@ from urllib.parse import quote, urlencode
 import pymysql
 
 from tests.servers._private import (
+    TEST_USER,
     PrivateServer,
     TemplateDir,
     die_with_parent,
@@ -44,7 +45,7 @@ MISSING_MESSAGE = (
     "Install Debian's mariadb-server (apt-get install mariadb-server); .ci/run does this."
 )
 
-USER = "lc"
+USER = TEST_USER
 PASSWORD = "lc-secret-pw"
 DATABASE = "lc"
 HOST = "127.0.0.1"

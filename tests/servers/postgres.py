@@ -34,6 +34,7 @@ from urllib.parse import quote
 import psycopg
 
 from tests.servers._private import (
+    TEST_USER,
     PrivateServer,
     TemplateDir,
     die_with_parent,
@@ -51,7 +52,7 @@ MISSING_MESSAGE = (
 )
 
 ADMIN = "lc_admin"  # superuser, trusted on the unix socket only
-USER = "lc"
+USER = TEST_USER
 PASSWORD = "lc-secret-pw"
 DATABASE = "lc"
 HOST = "127.0.0.1"
@@ -226,6 +227,7 @@ class PostgresServer(PrivateServer):
     host = HOST
     error = PostgresError
     port_in_use_text = "Address already in use"
+    session_key = "pid"
 
     def __init__(
         self,
