@@ -20,7 +20,7 @@ def aborted_clients(server: Any) -> int:
 
 def test_connection_closed_with_quit_when_handler_returns(mariadb: Any) -> None:
     kept: list[Any] = []
-    before_sessions = len(mariadb.client_sessions())
+    before_sessions = mariadb.session_ids()
     before_aborted = aborted_clients(mariadb)
 
     @managed_connection
@@ -35,14 +35,14 @@ def test_connection_closed_with_quit_when_handler_returns(mariadb: Any) -> None:
     session_id = handler({}, None)
     assert open_fds() == fds
     assert not kept[0].open
-    assert mariadb.wait_for_sessions(before_sessions) == before_sessions
+    assert mariadb.wait_new_sessions_gone(before_sessions) == []
     assert session_id not in {s["id"] for s in mariadb.client_sessions()}
     # COM_QUIT was sent: the server did not log an aborted connection
     assert aborted_clients(mariadb) == before_aborted
 
 
 def test_connection_closed_when_handler_raises(mariadb: Any) -> None:
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
     error = LookupError("handler failed")
 
     @managed_connection
@@ -56,13 +56,13 @@ def test_connection_closed_when_handler_raises(mariadb: Any) -> None:
         handler({}, None)
     assert info.value is error
     assert open_fds() == fds
-    assert mariadb.wait_for_sessions(before) == before
+    assert mariadb.wait_new_sessions_gone(before) == []
 
 
 def test_close_that_raises_still_closes_and_keeps_the_result(
     mariadb: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
 
     def broken_close(self: Any) -> None:
         raise pymysql.err.InterfaceError(0, "close exploded")
@@ -78,14 +78,14 @@ def test_close_that_raises_still_closes_and_keeps_the_result(
     with caplog.at_level(logging.WARNING, logger="lambda_conn"):
         assert handler({}, None) == "result"
     assert open_fds() == fds
-    assert mariadb.wait_for_sessions(before) == before
+    assert mariadb.wait_new_sessions_gone(before) == []
     events = [json.loads(r.getMessage())["event"] for r in caplog.records]
     assert "close_failed" in events
     assert "connections_leaked" not in events  # the fallback force-close worked
 
 
 def test_session_killed_mid_invocation(mariadb: Any) -> None:
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
 
     @managed_connection
     def handler(event: object, context: object) -> None:
@@ -105,7 +105,7 @@ def test_session_killed_mid_invocation(mariadb: Any) -> None:
         handler({}, None)
     assert info.value.args[0] in (2006, 2013, 4031, 1927)
     assert open_fds() == fds  # the killed idle connection's socket was closed too
-    assert mariadb.wait_for_sessions(before) == before
+    assert mariadb.wait_new_sessions_gone(before) == []
 
 
 def test_server_down_connection_refused_leaks_nothing(make_mariadb: Any) -> None:
@@ -148,7 +148,7 @@ def test_server_that_never_greets_is_bounded_by_timeouts(silent_server: Any) -> 
 
 def test_too_many_connections_closes_the_ones_that_did_open(make_mariadb: Any) -> None:
     server = make_mariadb(max_connections=3)
-    before = len(server.client_sessions())
+    before = server.session_ids()
 
     @managed_connection
     def handler(event: object, context: object) -> None:
@@ -161,7 +161,7 @@ def test_too_many_connections_closes_the_ones_that_did_open(make_mariadb: Any) -
         handler({}, None)
     assert info.value.args[0] == 1040
     assert open_fds() == fds
-    assert server.wait_for_sessions(before) == before
+    assert server.wait_new_sessions_gone(before) == []
 
 
 def test_connection_opened_at_import_time_is_never_touched(mariadb: Any) -> None:

@@ -15,7 +15,7 @@ from tests.servers.fds import open_fds
 
 @pytest.mark.parametrize("poolclass", [QueuePool, NullPool])
 def test_engine_per_invocation_is_disposed(mariadb: Any, poolclass: type) -> None:
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
     engines: list[Any] = []
 
     @managed_connection
@@ -29,11 +29,11 @@ def test_engine_per_invocation_is_disposed(mariadb: Any, poolclass: type) -> Non
     for _ in range(5):
         assert handler({}, None) == 1
         assert open_fds() == fds
-    assert mariadb.wait_for_sessions(before) == before
+    assert mariadb.wait_new_sessions_gone(before) == []
 
 
 def test_connection_checked_out_and_never_returned_is_closed(mariadb: Any) -> None:
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
     kept: list[Any] = []
 
     @managed_connection
@@ -48,14 +48,14 @@ def test_connection_checked_out_and_never_returned_is_closed(mariadb: Any) -> No
     fds = open_fds()
     handler({}, None)
     assert open_fds() == fds
-    assert mariadb.wait_for_sessions(before) == before
+    assert mariadb.wait_new_sessions_gone(before) == []
 
 
 @pytest.mark.parametrize("clients", ["all", ["pymysql"]])
 def test_module_level_engine_keeps_its_pool_across_invocations(mariadb: Any, clients: Any) -> None:
     # Also when the scope tracks only the driver: the pool's connections are the pool's.
     engine = sa.create_engine(mariadb.url())  # created outside any scope: deliberate reuse
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
 
     @managed_connection(clients=clients)
     def handler(event: object, context: object) -> int:
@@ -67,14 +67,14 @@ def test_module_level_engine_keeps_its_pool_across_invocations(mariadb: Any, cli
         second = handler({}, None)
         assert handler({}, None) == first
         assert first == second  # the same pooled session served both invocations
-        assert mariadb.wait_for_sessions(before + 1) == before + 1
+        assert [s["id"] for s in mariadb.wait_new_sessions(before, 1)] == [first]
     finally:
         engine.dispose()
 
 
 def test_module_level_engine_connection_left_open_is_closed_not_returned(mariadb: Any) -> None:
     engine = sa.create_engine(mariadb.url())
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
     leaked: list[Any] = []
 
     @managed_connection
@@ -90,13 +90,13 @@ def test_module_level_engine_connection_left_open_is_closed_not_returned(mariadb
         assert engine.pool.checkedout() == 0
         second = handler({}, None)
         assert first != second  # the dirty session was closed, not handed back
-        assert mariadb.wait_for_sessions(before) == before
+        assert mariadb.wait_new_sessions_gone(before) == []
     finally:
         engine.dispose()
 
 
 def test_session_left_open_is_closed(mariadb: Any) -> None:
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
     sessions: list[Session] = []
 
     @managed_connection
@@ -110,11 +110,11 @@ def test_session_left_open_is_closed(mariadb: Any) -> None:
     assert handler({}, None) == 1
     assert open_fds() == fds
     assert not sessions[0].in_transaction()
-    assert mariadb.wait_for_sessions(before) == before
+    assert mariadb.wait_new_sessions_gone(before) == []
 
 
 def test_engine_of_a_failed_invocation_is_disposed(mariadb: Any) -> None:
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
 
     @managed_connection
     def handler(event: object, context: object) -> None:
@@ -126,7 +126,7 @@ def test_engine_of_a_failed_invocation_is_disposed(mariadb: Any) -> None:
     with pytest.raises(sa.exc.ProgrammingError):
         handler({}, None)
     assert open_fds() == fds
-    assert mariadb.wait_for_sessions(before) == before
+    assert mariadb.wait_new_sessions_gone(before) == []
 
 
 def test_engine_per_invocation_over_a_module_level_pool_keeps_the_pool(mariadb: Any) -> None:
@@ -168,7 +168,7 @@ def test_an_engine_built_lazily_in_the_first_invocation_keeps_working(
 ) -> None:
     # GIVEN the common "global engine, built on first use" pattern
     holder: dict[str, Any] = {}
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
 
     @managed_connection(clients=clients)
     def handler(event: object, context: object) -> int:
@@ -182,10 +182,10 @@ def test_an_engine_built_lazily_in_the_first_invocation_keeps_working(
     # its one connection (bounded, never one more per invocation)
     try:
         assert handler({}, None) == 1
-        assert mariadb.wait_for_sessions(before) == before
+        assert mariadb.wait_new_sessions_gone(before) == []
         for _ in range(3):
             assert handler({}, None) == 1
-            assert mariadb.wait_for_sessions(before + 1) == before + 1
+            assert len(mariadb.wait_new_sessions(before, 1)) == 1
     finally:
         holder["engine"].dispose()
 
