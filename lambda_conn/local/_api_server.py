@@ -296,6 +296,10 @@ class RuntimeApiServer:
                     self._service(conn, events)
         return watched
 
+    def connection_count(self) -> int:
+        """Client connections open now (the runtime's; an extension's parked one)."""
+        return len(self._connections)
+
     def release(self) -> None:
         """Answer the parked requests that now have an answer (after a dispatch)."""
         for conn in list(self._connections.values()):

@@ -203,6 +203,13 @@ class ExecutionEnvironment:
             self.last_fds, self.last_rss = fds, rss
         return self.last_fds, self.last_rss
 
+    def supervisor_descriptors(self) -> int:
+        """The supervisor's descriptors this environment holds (its API's listening socket
+        and connections, the pidfd, the two /proc files) plus the one it opens for a
+        moment, from the thread that serves it."""
+        own = sum(fd >= 0 for fd in (self._pidfd, self._statm, self._fd_dir))
+        return 2 + own + self.server.connection_count()
+
     def _count_fds(self) -> int:
         if self._fd_dir_counts is None:
             size = os.fstat(self._fd_dir).st_size

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lambda_conn.local._capacity import available_memory, check_capacity
+from lambda_conn.local._capacity import Capacity, CapacityError
 from lambda_conn.local._environment import EnvironmentThread, Output
 from lambda_conn.local._fleet_pool import EnvironmentPool, Schedule, Slot, check_fleet_options
 from lambda_conn.local._fleet_report import FleetSummary, fleet_failure_kind, too_many_connections
@@ -129,6 +129,7 @@ class _Collector:
         progress: Progress | None,
         max_init_failures: int | None,
         stop: threading.Event,
+        capacity: Capacity,
     ) -> None:
         self._lock = threading.Lock()
         self._keep = keep_responses
@@ -140,7 +141,9 @@ class _Collector:
         self.environments = 0
         self.replaced = 0
         self.stopped: str | None = None
-        self.first_rss: int | None = None
+        self._capacity = capacity
+        #: The concurrency refused once an environment measured more than fits.
+        self.refused: CapacityError | None = None
         self._init_failures = 0
         self._strings: dict[str, str] = {}
         self._stacks: dict[tuple[str, ...], list[str]] = {}
@@ -156,7 +159,16 @@ class _Collector:
             return self._stacks.setdefault(tuple(value), value)
         return value
 
-    def add(self, index: int, slot: Slot, record: InvocationRecord, started: float) -> None:
+    def add(
+        self,
+        index: int,
+        slot: Slot,
+        record: InvocationRecord,
+        started: float,
+        descriptors: int | None,
+    ) -> None:
+        """``descriptors``: what a new environment holds of the supervisor's (None for
+        a warm one)."""
         with self._lock:
             if record.cold_start:
                 self.environments += 1
@@ -179,8 +191,10 @@ class _Collector:
             )
             self.records.append(record)
             self.started.append(started)
-            if self.first_rss is None:
-                self.first_rss = record.rss_bytes or 0
+            refused = self._capacity.observe(record.rss_bytes, descriptors)
+            if refused is not None and self.refused is None:
+                self.refused = refused
+                self._stop.set()
             if self._progress is not None:
                 self._progress(len(self.records), record)
             failed_init = record.reset_reason == "init_error"
@@ -224,11 +238,12 @@ class _Fleet:
         idle_s: float | None,
         event: Any,
         collector_options: dict[str, Any],
+        capacity: Capacity,
     ) -> None:
         self.stop = threading.Event()
         self.pool = EnvironmentPool(make, concurrency)
         self.schedule = Schedule(n, concurrency, ramp_s=ramp_s, idle_s=idle_s, stop=self.stop)
-        self.collector = _Collector(stop=self.stop, **collector_options)
+        self.collector = _Collector(stop=self.stop, capacity=capacity, **collector_options)
         self.event = event
         self.concurrency = concurrency
         self._cond = threading.Condition()
@@ -267,13 +282,16 @@ class _Fleet:
         slot = self.pool.acquire()
         started = time.monotonic() - self.schedule.started_at
         record: InvocationRecord | None = None
+        descriptors: int | None = None
         try:
             record = slot.fn.invoke(self.event)
+            if record.cold_start:  # measured before another caller can take the slot
+                descriptors = slot.fn.supervisor_descriptors()
         finally:
             slot.fn.records.clear()  # the collector keeps the one compact copy
             self.pool.release(slot, reset=record is None or record.reset_reason is not None)
             self.schedule.done()
-        self.collector.add(index, slot, record, started)
+        self.collector.add(index, slot, record, started, descriptors)
 
     # -------------------------------------------------------------- main thread
     def wait_probe(self) -> None:
@@ -342,7 +360,11 @@ def fleet_soak(
     When ``concurrency`` environments at ``memory_mb`` each would not fit in the memory
     available, the first invocation runs alone: its environment's resident memory tells
     how many fit, and a larger ``concurrency`` raises ``CapacityError`` (a ValueError)
-    before any other environment starts. ``ramp_s``: callers join one by
+    before any other environment starts; so does, after the soak is torn down, any
+    environment's resident memory growing past what fits. The supervisor's soft
+    RLIMIT_NOFILE is raised up to the hard limit when the environments' descriptors need
+    it (and put back at the end); a ``concurrency`` they cannot fit in raises
+    ``CapacityError`` before the first invocation. ``ramp_s``: callers join one by
     one, concurrency rising linearly from 1 to ``concurrency`` over that many seconds.
     ``idle_s``: after half the invocations, every environment is frozen that long.
     ``dsn`` (``mysql://`` or ``postgresql://``): the server's own count of client
@@ -402,11 +424,15 @@ def _run(
     sampler: ServerSampler | None,
 ) -> FleetReport:
     rss_start = _own_rss()
-    available = available_memory()
     with LogTap(output) as tap:
         options = {**options, "output": tap.fd}
         first = LocalLambda(handler, **options)  # validates every setting here, at once
         spare = [first]
+        capacity = Capacity(
+            concurrency,
+            handler=first.config.spec.lambda_form,
+            memory_bytes=first.config.memory_bytes,
+        )
 
         def make() -> LocalLambda:
             return spare.pop() if spare else LocalLambda(handler, **options)
@@ -419,25 +445,19 @@ def _run(
             idle_s=idle,
             event=event,
             collector_options=collector_options,
+            capacity=capacity,
         )
         interrupted = False
         normal_end = False
         start = time.perf_counter()
         try:
-            # Environments are killed above memory_mb: if that many of them fit, they do.
-            probe = available is not None and concurrency * first.config.memory_bytes > available
+            capacity.check_descriptors()  # CapacityError before any environment starts
             fleet.start_caller(0)
-            if probe:
+            if capacity.measures_memory:  # the first invocation alone, then the rest
                 fleet.wait_probe()
-            if probe and not fleet.stop.is_set():
-                check_capacity(
-                    concurrency,
-                    per_environment=fleet.collector.first_rss or None,
-                    available=available,
-                    handler=first.config.spec.lambda_form,
-                )
-            for k in range(1, concurrency):
-                fleet.start_caller(k)
+            if not fleet.stop.is_set():
+                for k in range(1, concurrency):
+                    fleet.start_caller(k)
             fleet.wait_callers()
             normal_end = True
         except KeyboardInterrupt:
@@ -446,10 +466,13 @@ def _run(
             wall = time.perf_counter() - start
             fleet.teardown(abort=not normal_end)
             first.close()  # when no request ever reached it (safe twice)
+            capacity.restore()
     # The last sample after every environment is gone: what the server still holds.
     series = sampler.stop() if sampler is not None else None
     if fleet.error is not None:
         raise fleet.error
+    if fleet.collector.refused is not None:
+        raise fleet.collector.refused
     collector = fleet.collector
     records, started = collector.in_order()
     summary = FleetSummary(

@@ -159,6 +159,12 @@ class LocalLambda:
         if env is not None:
             env.kill_now()
 
+    def supervisor_descriptors(self) -> int | None:
+        """What the current environment holds of this process's descriptors (None when
+        none is up); from the thread that invoked it, between invokes."""
+        env = self._env
+        return None if env is None else env.supervisor_descriptors()
+
     def __enter__(self) -> LocalLambda:
         return self
 
