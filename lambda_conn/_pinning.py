@@ -8,9 +8,10 @@ life of the environment). Nothing tells the application which of its statements 
 Opt-in (``LAMBDA_CONN_PINNING_CHECK=1`` when the first handler is decorated, or
 ``enable_pinning_check()`` / ``RDSConnector(pinning_check=True)``): each client integration
 declares where its statements pass (``Integration(statements=Statements(...))``: PyMySQL's
-``Connection.query``, mysqlclient's ``Connection.query``, mysql-connector's ``cmd_query``
-and binary-protocol ``cmd_stmt_prepare``, psycopg 3's ``Cursor.execute``, psycopg2's
-cursors), those entry points are wrapped, and each statement on a tracked or reused
+``Connection.query``, mysqlclient's and aiomysql's ``Connection.query``, mysql-connector's
+``cmd_query`` and binary-protocol ``cmd_stmt_prepare``, psycopg 3's ``Cursor.execute``,
+psycopg2's cursors, asyncpg's ``_get_statement`` and ``execute``), those entry points are
+wrapped, and each statement on a tracked or reused
 connection is classified by the documented pinning rules. Each class is logged once per
 connection as ``rds_proxy_pinning`` with the class and the engine, never the statement or
 its values, and counted in ``stats()["pinning"]``. Off, nothing is wrapped: zero cost.

@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def test_nothing_is_wrapped_until_the_check_is_on() -> None:
 import json, os
 os.environ.pop("LAMBDA_CONN_PINNING_CHECK", None)
 import pymysql, psycopg, wrapt, MySQLdb.connections, mysql.connector, mysql.connector.aio
-import psycopg2, psycopg2.extras
+import psycopg2, psycopg2.extras, aiomysql, asyncpg
 from lambda_conn import managed_connection
 @managed_connection
 def handler(event, context): return 1
@@ -107,6 +108,9 @@ def wrapped():
             (mysql.connector.aio.connection.MySQLConnection, "cmd_query"),
             (psycopg.Cursor, "execute"),
             (psycopg2.extras.RealDictCursor, "execute"),
+            (aiomysql.connection.Connection, "query"),
+            (asyncpg.connection.Connection, "_get_statement"),
+            (asyncpg.connection.Connection, "execute"),
         )
     ] + [isinstance(psycopg2.connect, wrapt.FunctionWrapper)]
 print(json.dumps(wrapped()))
@@ -117,7 +121,7 @@ print(json.dumps(wrapped()))
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert [json.loads(line) for line in out] == [[False] * 8, [True] * 8]
+    assert [json.loads(line) for line in out] == [[False] * 11, [True] * 11]
 
 
 # --------------------------------------------------------------------------- every client
@@ -131,7 +135,7 @@ DECLARED = {i.name for i in integrations() if i.statements is not None}
 
 
 def test_the_database_clients_declare_how_their_statements_are_observed() -> None:
-    assert {"pymysql", "mysqlclient", "mysql-connector", "psycopg", "psycopg2"} == DECLARED
+    assert {client.name for client in DB_CLIENTS} == DECLARED
 
 
 @pytest.fixture(params=[c for c in DB_CLIENTS if c.name in DECLARED], ids=str)
@@ -202,39 +206,174 @@ def test_mysql_connector_binary_protocol_prepares_are_reported(
     assert VALUE not in caplog.text
 
 
-def test_psycopg2_cursor_factories_and_held_cursors_are_checked(
+def _own_cursor_class() -> type:
+    import psycopg2.extensions
+
+    class AppCursor(psycopg2.extensions.cursor):  # an application's own, C execute inherited
+        pass
+
+    return AppCursor
+
+
+def _psycopg2_ways(postgres: Any) -> dict[str, Callable[[], tuple[Any, Any]]]:
+    """Each way a psycopg2 cursor's class is chosen: (connection, cursor)."""
+    import psycopg2
+    import psycopg2.extras
+
+    def connect(**kwargs: Any) -> Any:
+        return psycopg2.connect(**postgres.connect_kwargs(), **kwargs)
+
+    def given_to_connect() -> tuple[Any, Any]:
+        conn = connect(cursor_factory=psycopg2.extras.RealDictCursor)
+        return conn, conn.cursor()
+
+    def extras_given_to_cursor() -> tuple[Any, Any]:
+        conn = connect()
+        return conn, conn.cursor(cursor_factory=psycopg2.extras.DictCursor)
+
+    def own_given_to_cursor() -> tuple[Any, Any]:
+        conn = connect()
+        return conn, conn.cursor(cursor_factory=_own_cursor_class())
+
+    def own_given_positionally() -> tuple[Any, Any]:
+        conn = connect()
+        return conn, conn.cursor(None, _own_cursor_class())
+
+    def set_on_the_connection() -> tuple[Any, Any]:
+        conn = connect()
+        conn.cursor_factory = _own_cursor_class()
+        return conn, conn.cursor()
+
+    def connection_factory() -> tuple[Any, Any]:
+        conn = connect(connection_factory=psycopg2.extras.DictConnection)
+        return conn, conn.cursor()  # DictConnection's own default: DictCursor
+
+    def plain() -> tuple[Any, Any]:
+        conn = connect()
+        return conn, conn.cursor()
+
+    return {
+        "cursor_factory given to connect()": given_to_connect,
+        "extras' DictCursor given to cursor()": extras_given_to_cursor,
+        "own class given to cursor()": own_given_to_cursor,
+        "own class given to cursor() positionally": own_given_positionally,
+        "own class set as connection.cursor_factory": set_on_the_connection,
+        "connection_factory=DictConnection": connection_factory,
+        "plain": plain,
+    }
+
+
+PSYCOPG2_WAYS = [
+    "cursor_factory given to connect()",
+    "extras' DictCursor given to cursor()",
+    "own class given to cursor()",
+    "own class given to cursor() positionally",
+    "own class set as connection.cursor_factory",
+    "connection_factory=DictConnection",
+    "plain",
+]
+
+
+@pytest.mark.parametrize("way", PSYCOPG2_WAYS)
+def test_psycopg2_cursors_are_checked_however_their_class_is_chosen(
+    postgres: Any, caplog: pytest.LogCaptureFixture, way: str
+) -> None:
+    import psycopg2.extensions
+
+    enable_pinning_check()
+    make = _psycopg2_ways(postgres)[way]
+    kinds: list[type] = []
+
+    @managed_connection
+    def handler(event: Any, context: Any) -> Any:
+        conn, cur = make()
+        with cur:
+            cur.executemany("SET search_path = %s", [(VALUE,)])
+            cur.execute("SELECT pg_advisory_lock(%s) AS locked", (7731,))
+            row = cur.fetchone()
+            cur.execute("SELECT pg_advisory_unlock(%s)", (7731,))
+        kinds.extend(type(x) for x in (conn, cur))
+        return row
+
+    with caplog.at_level(logging.WARNING, logger="lambda_conn"):
+        row = handler({}, None)
+    classes = [e["statement_class"] for e in _pinning_events(caplog)]
+    assert classes == ["SET session parameter", "session advisory lock"]
+    named = "DictConnection" if way == "connection_factory=DictConnection" else "connection"
+    assert {e["connection"] for e in _pinning_events(caplog)} == {f"psycopg2.{named}"}
+    assert VALUE not in caplog.text
+    conn_class, cursor_class = kinds
+    assert isinstance(row, (tuple, list, dict))
+    if way == "cursor_factory given to connect()":
+        assert row == {"locked": ""}  # still a RealDictCursor
+    elif way in ("extras' DictCursor given to cursor()", "connection_factory=DictConnection"):
+        assert row["locked"] == ""  # still a DictCursor
+    elif way.startswith("own class"):
+        assert cursor_class.__mro__[1].__name__ == "AppCursor"
+    else:
+        assert row == ("",)
+    assert issubclass(cursor_class, psycopg2.extensions.cursor)
+    assert issubclass(conn_class, psycopg2.extensions.connection)
+
+
+def test_psycopg2_held_cursors_and_composed_statements_are_checked(
     postgres: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     import psycopg2
-    import psycopg2.extras
+    from psycopg2 import sql
 
     enable_pinning_check()
 
     @managed_connection
     def handler(event: Any, context: Any) -> None:
-        # a cursor_factory given to connect(): executemany too
-        conn = psycopg2.connect(
-            **postgres.connect_kwargs(), cursor_factory=psycopg2.extras.RealDictCursor
-        )
-        with conn.cursor() as cur:
-            cur.executemany("SET search_path = %s", [(VALUE,)])
-        # one given to cursor(): psycopg2.extras' own execute
-        with conn.cursor(cursor_factory=psycopg2.extras.NamedTupleCursor) as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (7731,))
-            cur.execute("SELECT pg_advisory_unlock(%s)", (7731,))
-        # a named cursor WITH HOLD, and psycopg2.sql
-        from psycopg2 import sql
-
-        with conn.cursor("held", withhold=True) as cur:
+        conn = psycopg2.connect(**postgres.connect_kwargs())
+        with conn.cursor("held", withhold=True) as cur:  # a named cursor WITH HOLD
             cur.execute(sql.SQL("SELECT {}").format(sql.Literal(VALUE)))
             cur.fetchall()
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("LISTEN {}").format(sql.Identifier("jobs")))
         conn.commit()
 
     with caplog.at_level(logging.WARNING, logger="lambda_conn"):
         handler({}, None)
     classes = [e["statement_class"] for e in _pinning_events(caplog)]
-    assert classes == ["SET session parameter", "session advisory lock", "cursor WITH HOLD"]
-    assert all(e["connection"] == "psycopg2.connection" for e in _pinning_events(caplog))
+    assert classes == ["cursor WITH HOLD", "LISTEN"]
+    assert VALUE not in caplog.text
+
+
+def test_asyncpg_simple_and_extended_protocol_statements_are_checked(
+    postgres: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    import asyncpg
+
+    enable_pinning_check()
+
+    @managed_connection
+    async def handler(event: Any, context: Any) -> None:
+        conn = await asyncpg.connect(
+            host=postgres.host,
+            port=postgres.port,
+            user=postgres.user,
+            password=postgres.password,
+            database=postgres.database,
+            ssl=False,
+        )
+        await conn.execute("LISTEN jobs")  # no arguments: the simple protocol
+        await conn.execute("SELECT set_config('app.user', $1, false)", VALUE)  # extended
+        statement = await conn.prepare("SELECT pg_advisory_lock($1)")
+        await statement.fetchval(7731)
+        await conn.executemany("SELECT pg_advisory_unlock($1)", [(7731,)])
+        async with conn.transaction():
+            async for _ in conn.cursor("SELECT 1"):  # a portal, not WITH HOLD: no pin
+                pass
+
+    with caplog.at_level(logging.WARNING, logger="lambda_conn"):
+        asyncio.run(handler({}, None))
+    classes = [e["statement_class"] for e in _pinning_events(caplog)]
+    assert classes == ["LISTEN", "set_config()", "session advisory lock"]
+    assert {e["connection"] for e in _pinning_events(caplog)} == {"asyncpg.Connection"}
     assert VALUE not in caplog.text
 
 

@@ -21,7 +21,7 @@ from lambda_conn._integrations._asyncio_socket import (
 from lambda_conn._integrations._track import pool_probes, tracker, untracked_await
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._liveness import socket_idle_and_open
-from lambda_conn._registry import Integration
+from lambda_conn._registry import Integration, Statements
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -161,4 +161,17 @@ def patch_aiomysql(aiomysql: ModuleType) -> None:
     register_kind(pool.Pool, POOL)
 
 
-INTEGRATION = Integration("aiomysql", hooks={"aiomysql": patch_aiomysql})
+def observe_statements(aiomysql: ModuleType, check: Any) -> None:
+    """Every cursor (buffered or ``SSCursor``) and ``init_command`` sends its statement
+    through ``Connection.query`` (a coroutine: checked when it is called); aiomysql has no
+    binary-protocol prepared statements."""
+    from aiomysql import connection
+
+    check.method(connection.Connection, "query", sql=(0, "sql"))
+
+
+INTEGRATION = Integration(
+    "aiomysql",
+    hooks={"aiomysql": patch_aiomysql},
+    statements=Statements("mysql", hooks={"aiomysql": observe_statements}),
+)

@@ -21,7 +21,7 @@ from lambda_conn._integrations._asyncio_socket import (
 from lambda_conn._integrations._track import pool_probes, tracker, untracked_await
 from lambda_conn._kinds import Kind, reconnects, register_kind
 from lambda_conn._liveness import socket_idle_and_open
-from lambda_conn._registry import Integration
+from lambda_conn._registry import Integration, Statements
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -150,4 +150,29 @@ def patch_asyncpg(asyncpg: ModuleType) -> None:
     register_kind(pool.Pool, POOL)
 
 
-INTEGRATION = Integration("asyncpg", hooks={"asyncpg": patch_asyncpg})
+def observe_statements(asyncpg: ModuleType, check: Any) -> None:
+    """Two ways in: ``Connection._get_statement``, where every statement run with the
+    extended protocol is parsed (``fetch*``, ``execute`` with arguments, ``executemany``,
+    ``prepare``, cursors, and asyncpg's own type introspection, which runs
+    ``set_config('jit', 'off', false)`` on servers with JIT), and ``execute`` without
+    arguments, the simple protocol (possibly several statements; the first is classified,
+    as for the other clients). Both are coroutines: checked when called."""
+    import wrapt
+    from asyncpg import connection
+
+    cls = connection.Connection
+    check.method(cls, "_get_statement", sql=(0, "query"))
+
+    def simple(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        if len(args) <= 1:  # execute(query): no arguments, so no _get_statement
+            check.statement(instance, args[0] if args else kwargs.get("query"))
+        return wrapped(*args, **kwargs)
+
+    wrapt.wrap_function_wrapper(cls, "execute", simple)
+
+
+INTEGRATION = Integration(
+    "asyncpg",
+    hooks={"asyncpg": patch_asyncpg},
+    statements=Statements("postgresql", hooks={"asyncpg": observe_statements}),
+)

@@ -105,16 +105,22 @@ def patch_psycopg2_pool(pool: ModuleType) -> None:
 
 # --------------------------------------------------------------------------- statements
 #
-# psycopg2's cursor is a C type whose methods cannot be wrapped. What can be: the cursor
-# class a connection makes by default (``connection.cursor_factory``, settable), replaced
-# at connect by a subclass that checks each statement; and the Python cursor classes of
-# psycopg2.extras (DictCursor, RealDictCursor, NamedTupleCursor, LoggingCursor), whose own
-# ``execute``/``executemany`` are wrapped, for ``conn.cursor(cursor_factory=...)``.
+# psycopg2's connection and cursor are C types whose methods cannot be wrapped. What can
+# be: the class a connection is made of (``connection_factory=``, which ``_connect`` takes),
+# replaced at connect by a subclass of it whose ``cursor()`` makes each cursor of a
+# subclass of the class asked for (``cursor_factory=`` given to ``cursor()``, else the
+# connection's ``cursor_factory``, else its default) that checks each statement; and the
+# Python cursor classes of psycopg2.extras (DictCursor, RealDictCursor, NamedTupleCursor,
+# LoggingCursor), whose own ``execute``/``executemany`` are wrapped. A ``connection_factory``
+# that is a function, not a class, keeps the connection it makes: that connection's
+# ``cursor_factory`` is replaced by a checking subclass instead (its ``cursor(cursor_factory=)``
+# is then not checked).
 
 _CHECKED = ("execute", "executemany")
 _observed: set[tuple[type, str]] = set()  # (class, method) whose statements are checked
 _subclasses: dict[type, type] = {}
 _ours: set[type] = set()
+_connection_classes: dict[type, type] = {}  # connection class -> its checking subclass
 
 
 def _statement_text(query: Any, cursor: Any) -> Any:
@@ -158,18 +164,80 @@ def _checking_subclass(base: type, check: Any) -> type:
     return cls
 
 
+def _checking_connection(base: Any, default: Any, check: Any) -> Any:
+    """``base`` (a psycopg2 connection class) whose ``cursor()`` makes checking cursors."""
+    if base in _connection_classes.values():
+        return base
+    cls = _connection_classes.get(base)
+    if cls is not None:
+        return cls
+    make_cursor = base.cursor
+    overrides = make_cursor is not default.cursor  # e.g. DictConnection's default
+
+    def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # cursor(name=None, cursor_factory=None, withhold=False, scrollable=None)
+        if len(args) > 1:
+            if isinstance(args[1], type):
+                args = (args[0], _checking_subclass(args[1], check), *args[2:])
+            return make_cursor(self, *args, **kwargs)
+        factory = kwargs.get("cursor_factory") or self.cursor_factory
+        if factory is None and not overrides:
+            factory = _default_cursor[0]
+        if isinstance(factory, type):
+            kwargs["cursor_factory"] = _checking_subclass(factory, check)
+            return make_cursor(self, *args, **kwargs)
+        made = make_cursor(self, *args, **kwargs)  # the class's own default cursor
+        if type(made) in _ours or all(
+            any((klass, name) in _observed for klass in type(made).__mro__) for name in _CHECKED
+        ):
+            return made
+        made.close()  # not yet used: made again of a checking subclass of its class
+        kwargs["cursor_factory"] = _checking_subclass(type(made), check)
+        return make_cursor(self, *args, **kwargs)
+
+    # Named as the class it stands in for, so logs and reprs show the application's class.
+    cls = type(base.__name__, (base,), {"cursor": cursor, "__module__": base.__module__})
+    cls.__qualname__ = base.__qualname__
+    _connection_classes[base] = cls
+    return cls
+
+
+_default_cursor: list[type] = []  # psycopg2.extensions.cursor, once psycopg2 is imported
+
+
 def observe_statements(psycopg2: ModuleType, check: Any) -> None:
     import wrapt
 
+    extensions = psycopg2.extensions
+    _default_cursor[:] = [extensions.cursor]
+
+    def make(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        # _connect(dsn, connection_factory=None, async_=False): every connection is made
+        # here, whichever way ``connect`` was imported.
+        if len(args) > 1:
+            factory = args[1] or extensions.connection
+            if isinstance(factory, type):
+                checking = _checking_connection(factory, extensions.connection, check)
+                args = (args[0], checking, *args[2:])
+        else:
+            factory = kwargs.get("connection_factory") or extensions.connection
+            if isinstance(factory, type):
+                checking = _checking_connection(factory, extensions.connection, check)
+                kwargs = {**kwargs, "connection_factory": checking}
+        return finish(wrapped(*args, **kwargs))
+
     def connect(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
-        conn = wrapped(*args, **kwargs)
-        factory = conn.cursor_factory or psycopg2.extensions.cursor
-        conn.cursor_factory = _checking_subclass(factory, check)
+        return finish(wrapped(*args, **kwargs))  # after it set the cursor_factory= it got
+
+    def finish(conn: Any) -> Any:
+        # A connection a factory function made is of a class not ours: its default cursor
+        # class is replaced instead.
+        if type(conn) not in _connection_classes.values():
+            base = conn.cursor_factory or extensions.cursor
+            conn.cursor_factory = _checking_subclass(base, check)
         return conn
 
-    # ``_connect`` makes every connection (whichever way ``connect`` was imported);
-    # ``connect`` then sets the ``cursor_factory=`` it was given, which is checked again.
-    wrapt.wrap_function_wrapper(psycopg2, "_connect", connect)
+    wrapt.wrap_function_wrapper(psycopg2, "_connect", make)
     wrapt.wrap_function_wrapper(psycopg2, "connect", connect)
 
 
