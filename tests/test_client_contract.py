@@ -83,7 +83,7 @@ async def _session_id(db: Driver, conn: Any) -> int:
 
 def test_a_kept_connection_is_closed_with_a_goodbye_inside_a_transaction(db: Driver) -> None:
     server = db.server
-    before = len(server.client_sessions())
+    before = server.session_ids()
     unclean = server.unclean_closes()
     kept: list[Any] = []
 
@@ -98,14 +98,14 @@ def test_a_kept_connection_is_closed_with_a_goodbye_inside_a_transaction(db: Dri
     session = db.invoke(body, on_leak="raise")
     assert open_fds() == fds
     assert not _is_open(kept[0])
-    assert server.wait_for_sessions(before) == before
+    assert server.wait_new_sessions_gone(before) == []
     assert session not in _session_ids(server)
     assert server.unclean_closes() == unclean  # COM_QUIT / Terminate reached the server
 
 
 def test_a_result_left_unread_does_not_make_the_close_unclean(db: Driver) -> None:
     server = db.server
-    before = len(server.client_sessions())
+    before = server.session_ids()
     unclean = server.unclean_closes()
 
     async def body() -> None:
@@ -114,7 +114,7 @@ def test_a_result_left_unread_does_not_make_the_close_unclean(db: Driver) -> Non
         await db.start(conn, "SELECT 1")  # never fetched
 
     db.invoke(body, on_leak="raise")
-    assert server.wait_for_sessions(before) == before
+    assert server.wait_new_sessions_gone(before) == []
     assert server.unclean_closes() == unclean
 
 
@@ -122,7 +122,7 @@ def test_a_raising_handler_still_closes_and_its_exception_reaches_the_caller(
     db: Driver,
 ) -> None:
     server = db.server
-    before = len(server.client_sessions())
+    before = server.session_ids()
     error = LookupError("handler failed")
 
     async def body() -> Any:
@@ -135,7 +135,7 @@ def test_a_raising_handler_still_closes_and_its_exception_reaches_the_caller(
         db.invoke(body)
     assert raised.value is error
     assert open_fds() == fds
-    assert server.wait_for_sessions(before) == before
+    assert server.wait_new_sessions_gone(before) == []
 
 
 def test_an_async_client_left_by_a_sync_handler_is_closed_with_a_goodbye(
@@ -144,7 +144,7 @@ def test_an_async_client_left_by_a_sync_handler_is_closed_with_a_goodbye(
     # A sync handler running asyncio.run(main()): the loop is closed when the scope ends,
     # so the transport cannot close its socket itself any more.
     db, server = async_db, async_db.server
-    before = len(server.client_sessions())
+    before = server.session_ids()
     unclean = server.unclean_closes()
     kept: list[Any] = []
 
@@ -162,7 +162,7 @@ def test_an_async_client_left_by_a_sync_handler_is_closed_with_a_goodbye(
     handler({}, None)
     assert open_fds() == fds
     assert not _is_open(kept[0])
-    assert server.wait_for_sessions(before) == before
+    assert server.wait_new_sessions_gone(before) == []
     assert server.unclean_closes() == unclean
 
 

@@ -33,7 +33,7 @@ def leak_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 
 def test_connection_closed_with_terminate_when_handler_returns(postgres: Any) -> None:
     kept: list[Any] = []
-    before = postgres.wait_for_sessions(0)
+    before = postgres.session_ids()
     unclean = postgres.unclean_disconnects()
 
     @managed_connection(on_leak="raise")
@@ -50,7 +50,7 @@ def test_connection_closed_with_terminate_when_handler_returns(postgres: Any) ->
     pid = handler({}, None)
     assert open_fds() == fds
     assert kept[0].closed and not kept[0].broken  # closed, not lost
-    assert postgres.wait_for_sessions(before) == before
+    assert postgres.wait_new_sessions_gone(before) == []
     assert pid not in backend_pids(postgres)
     # Terminate was sent: the backend did not see an unexpected EOF mid-transaction
     assert postgres.unclean_disconnects() == unclean
@@ -73,7 +73,7 @@ def test_uncommitted_work_is_rolled_back_by_the_server(postgres: Any) -> None:
 
 
 def test_connection_closed_when_handler_raises(postgres: Any) -> None:
-    before = postgres.wait_for_sessions(0)
+    before = postgres.session_ids()
     error = LookupError("handler failed")
 
     @managed_connection
@@ -87,7 +87,7 @@ def test_connection_closed_when_handler_raises(postgres: Any) -> None:
         handler({}, None)
     assert info.value is error
     assert open_fds() == fds
-    assert postgres.wait_for_sessions(before) == before
+    assert postgres.wait_new_sessions_gone(before) == []
 
 
 def test_query_error_leaves_no_session(postgres: Any) -> None:

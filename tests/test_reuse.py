@@ -92,7 +92,7 @@ def test_validated_once_per_invocation(mariadb: Any) -> None:
 
 def test_max_age_replaces_an_old_connection(mariadb: Any) -> None:
     now = [1000.0]
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
     db = ReusedConnection(
         lambda: pymysql.connect(**mariadb.connect_kwargs()), max_age=60, clock=lambda: now[0]
     )
@@ -106,19 +106,20 @@ def test_max_age_replaces_an_old_connection(mariadb: Any) -> None:
         now[0] += 30
         assert handler({}, None) == first
         now[0] += 31
-        assert handler({}, None) != first
-        assert mariadb.wait_for_sessions(before + 1) == before + 1  # old one closed
+        third = handler({}, None)
+        assert third != first
+        assert [s["id"] for s in mariadb.wait_new_sessions(before, 1)] == [third]  # old closed
     finally:
         db.close()
 
 
 def test_close_reused_connections_closes_on_the_server(mariadb: Any) -> None:
-    before = len(mariadb.client_sessions())
+    before = mariadb.session_ids()
     db = reused_connection(lambda: pymysql.connect(**mariadb.connect_kwargs()))
     db()
-    assert mariadb.wait_for_sessions(before + 1) == before + 1
+    assert len(mariadb.wait_new_sessions(before, 1)) == 1
     assert lambda_conn.close_reused_connections() >= 1
-    assert mariadb.wait_for_sessions(before) == before
+    assert mariadb.wait_new_sessions_gone(before) == []
     assert "not connected" in repr(db)
 
 
