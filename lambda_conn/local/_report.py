@@ -79,33 +79,48 @@ def summarize(
     *,
     kind_of: Callable[[InvocationRecord], str] = failure_type,
 ) -> SoakSummary:
-    """``kind_of`` names each failure's row (a fleet separates "too many connections")."""
-    failures = Counter(kind_of(r) for r in records if not r.ok)
+    """``kind_of`` names each failure's row (a fleet separates "too many connections").
+
+    One pass over ``records``: a fleet's are rebuilt from columns as they are read."""
+    failures: Counter[str] = Counter()
     first_failures: dict[str, dict[str, Any]] = {}
+    durations: list[float] = []
+    responses: list[float] = []
+    peak_fds: int | None = None
+    peak_rss: int | None = None
+    succeeded = cold_starts = recycles = resets = 0
     for r in records:
+        durations.append(r.duration_ms)
+        if r.response_ms is not None:
+            responses.append(r.response_ms)
+        if r.fd_count is not None and (peak_fds is None or r.fd_count > peak_fds):
+            peak_fds = r.fd_count
+        if r.rss_bytes is not None and (peak_rss is None or r.rss_bytes > peak_rss):
+            peak_rss = r.rss_bytes
+        cold_starts += r.cold_start
+        recycles += r.exited_after_response
+        resets += r.recycled
         if r.ok:
+            succeeded += 1
             continue
         kind = kind_of(r)
+        failures[kind] += 1
         if kind not in first_failures:
             first_failures[kind] = {"invocation": r.index + 1, "message": r.error_message}
-    durations = [r.duration_ms for r in records]
-    responses = [r.response_ms for r in records if r.response_ms is not None]
-    fds = [r.fd_count for r in records if r.fd_count is not None]
-    rss = [r.rss_bytes for r in records if r.rss_bytes is not None]
     return SoakSummary(
-        invocations=len(records),
-        succeeded=sum(r.ok for r in records),
-        failed=sum(not r.ok for r in records),
+        invocations=len(durations),
+        succeeded=succeeded,
+        failed=len(durations) - succeeded,
         failures_by_type=dict(failures.most_common()),
-        cold_starts=sum(r.cold_start for r in records),
-        recycles=sum(r.exited_after_response for r in records),
-        resets=sum(r.recycled for r in records),
+        cold_starts=cold_starts,
+        recycles=recycles,
+        resets=resets,
         p50_ms=percentile(durations, 50),
         p99_ms=percentile(durations, 99),
         response_p50_ms=percentile(responses, 50),
         response_p99_ms=percentile(responses, 99),
-        peak_fds=max(fds, default=None),
-        peak_rss_bytes=max(rss, default=None),
+        peak_fds=peak_fds,
+        peak_rss_bytes=peak_rss,
         first_failures=first_failures,
         pinning=sum((pinning or {}).values()),
         pinning_classes=dict(pinning or {}),

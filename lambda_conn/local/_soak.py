@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ class SoakResult:
     memory_mb: int
     timeout_s: float
     wall_s: float
-    records: list[InvocationRecord]
+    records: Sequence[InvocationRecord]
     stopped_early: str | None
     summary: SoakSummary
 

@@ -228,8 +228,10 @@ def test_init_failures_in_a_row_stop_the_fleet(write_handler):
 
 
 def test_records_stay_compact(write_handler):
-    """What the supervisor keeps per invocation, failures included (they share their
-    message and stack): bounded, so 10,000 invocations x 50 environments stay small."""
+    """What the supervisor keeps per invocation, failures included (identical ones share
+    their type, message, stack and response): in columns, about 70 bytes each (an object
+    per record was about 360, a failure's about 860), so 10,000 invocations x 50
+    environments stay small."""
     root = write_handler("app", HANDLERS)
 
     def kept(handler: str, n: int) -> tuple[int, FleetReport]:
@@ -244,13 +246,13 @@ def test_records_stay_compact(write_handler):
             tracemalloc.stop()
 
     kept("app.ok", 10)  # imports and caches paid once, outside the measurement
-    for handler, bound in (("app.ok", 700), ("app.fail_long", 1500)):
+    for handler, bound in (("app.ok", 150), ("app.fail_long", 200)):
         small, small_report = kept(handler, 50)
         large, large_report = kept(handler, 250)
         per_record = (large - small) / 200
         assert len(large_report.records) == 250
         # a failure's 2,000-character message, kept unshared in the record and in its
-        # response, alone would be 4 KB
+        # response, alone would be 4 KB; its response dict alone about 300 bytes
         assert per_record < bound, (handler, per_record)
     assert len({id(r.error_message) for r in large_report.records}) == 1
     assert large_report.summary.failed == 250
