@@ -346,8 +346,12 @@ def test_psycopg2_sub_second_connect_timeout_cuts_a_silent_server_as_a_whole(
     silent_server: SilentTCPServer,
 ) -> None:
     """libpq's own ``connect_timeout`` is whole seconds, at least 2: 300 ms is the
-    connector's bound (psycopg2's non-blocking connect under a wait callback)."""
+    connector's bound. This process has other threads (the silent server's), so the
+    blocking connect runs in a helper thread and the caller stops waiting at 300 ms; libpq
+    then ends each attempt given up on by its own ``connect_timeout`` (2 s)."""
     from psycopg2 import extensions
+
+    from lambda_conn._rds import psycopg2_connect
 
     rds = RDSConnector(
         "127.0.0.1",
@@ -361,14 +365,163 @@ def test_psycopg2_sub_second_connect_timeout_cuts_a_silent_server_as_a_whole(
         retry=Retry(attempts=2, sleep=lambda s: None),
     )
     fds = open_fds()
+    assert not psycopg2_connect._alone()
     with pytest.raises(ConnectError) as info:
         rds.connect()
     assert info.value.attempts == 2 and info.value.reason == "attempts"
     assert "did not finish within 300 ms" in str(info.value.last_error)
     assert isinstance(info.value, psycopg2.OperationalError)
-    assert extensions.get_wait_callback() is None  # put back, also after a failure
-    assert silent_server.wait_open(0) == 0  # each attempt's socket closed by psycopg2
+    assert extensions.get_wait_callback() is None  # never set
+    assert psycopg2_connect.settle(timeout=10)  # the helpers' libpq gave up by itself
+    assert silent_server.wait_open(0) == 0  # each attempt's socket closed by libpq
     assert open_fds() == fds
+
+
+ALONE = """
+import json, os, sys, time
+from psycopg2 import extensions
+from lambda_conn._rds import psycopg2_connect
+from lambda_conn._rds.connector import ConnectError, RDSConnector
+from lambda_conn._rds.deadline import Timeouts
+from lambda_conn._rds.retry import Retry
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+rds = RDSConnector("127.0.0.1", engine="postgresql", driver="psycopg2", port=int(sys.argv[1]),
+                   user="app", password="pw-alone-1", tls=False, timeouts=Timeouts(connect=0.3),
+                   retry=Retry(attempts=2, sleep=lambda s: None))
+before = fds()
+alone = psycopg2_connect._alone()
+try:
+    rds.connect()
+except ConnectError as exc:
+    error = str(exc.last_error)
+print(json.dumps({"alone": alone, "error": error, "fds_left": fds() - before,
+                  "callback": extensions.get_wait_callback() is not None}))
+"""
+
+
+def test_psycopg2_alone_the_wait_callback_cuts_the_attempt_and_frees_it_at_once(
+    silent_server: SilentTCPServer,
+) -> None:
+    """A process with no other thread (the usual handler): the connect runs under the
+    connector's wait callback, and each attempt's socket is closed when it is cut off."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", ALONE, str(silent_server.port)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    result = json.loads(out.splitlines()[-1])
+    assert result["alone"] is True
+    assert "did not finish within 300 ms" in result["error"]
+    assert result["fds_left"] == 0  # freed at once, not by libpq 2 s later
+    assert result["callback"] is False
+    assert silent_server.wait_open(0) == 0
+
+
+def test_psycopg2_connects_leave_other_threads_psycopg2_calls_alone(
+    postgres: PostgresServer,
+) -> None:
+    """Real threads: while three threads connect through the connector, two others run
+    plain psycopg2 connects and queries. A wait callback set and taken away under them
+    would fail their calls ("wait callback not available") and close their connections."""
+    from psycopg2 import extensions
+
+    rds = RDSConnector(
+        postgres.host,
+        engine="postgresql",
+        driver="psycopg2",
+        port=postgres.port,
+        user=postgres.user,
+        password=postgres.password,
+        database=postgres.database,
+        tls=False,
+    )
+    connectors_done = threading.Event()
+    errors: list[str] = []
+    plain_calls = [0, 0]
+    made: list[Any] = []
+    lock = threading.Lock()
+
+    def plain(index: int) -> None:
+        conn = psycopg2.connect(**postgres.connect_kwargs())
+        try:
+            while not connectors_done.is_set():
+                try:
+                    other = psycopg2.connect(**postgres.connect_kwargs())
+                    other.close()
+                    cur = conn.cursor()
+                    cur.execute("SELECT 1")
+                    assert cur.fetchone() == (1,)
+                    cur.close()
+                    plain_calls[index] += 1
+                except Exception as exc:
+                    errors.append(repr(exc))
+                    if conn.closed:
+                        conn = psycopg2.connect(**postgres.connect_kwargs())
+        finally:
+            conn.close()
+
+    def connecting() -> None:
+        for _ in range(40):
+            conn = rds.connect(FakeContext(10000))
+            with lock:
+                made.append((_libpq_nonblocking(conn), conn.closed))
+            conn.close()
+
+    plains = [threading.Thread(target=plain, args=(i,)) for i in range(2)]
+    connectors = [threading.Thread(target=connecting) for _ in range(3)]
+    for thread in plains + connectors:
+        thread.start()
+    for thread in connectors:
+        thread.join()
+    connectors_done.set()
+    for thread in plains:
+        thread.join()
+    assert errors == []
+    assert all(plain_calls)
+    assert made == [(0, 0)] * 120  # each handed over open and blocking
+    assert extensions.get_wait_callback() is None
+
+
+def test_psycopg2_concurrent_connects_keep_the_applications_wait_callback(
+    tls_pg: PostgresServer,
+) -> None:
+    """With an application callback (psycogreen's), threads connecting at once each put
+    back the application's, never another connect's."""
+    from psycopg2 import extensions, extras
+
+    rds = connector_for(tls_pg, driver="psycopg2")
+    failures: list[str] = []
+
+    def connecting() -> None:
+        for _ in range(10):
+            try:
+                conn = rds.connect(FakeContext(10000))
+                cur = conn.cursor()
+                cur.execute("SELECT 1")
+                assert cur.fetchone() == (1,)
+                conn.close()
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    extensions.set_wait_callback(extras.wait_select)
+    try:
+        threads = [threading.Thread(target=connecting) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert extensions.get_wait_callback() is extras.wait_select
+    finally:
+        extensions.set_wait_callback(None)
+    assert failures == []
 
 
 def test_psycopg2_connection_is_handed_over_blocking_with_no_wait_callback_left(
@@ -498,16 +651,35 @@ def test_reused_is_validated_after_a_thaw_and_by_max_age(tls_pg: PostgresServer)
     assert tls_pg.wait_for_sessions(0, user="app") == 0
 
 
-def test_per_invocation_connections_are_closed_on_the_server(tls_pg: PostgresServer) -> None:
-    rds = connector_for(tls_pg)
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_per_invocation_connections_are_closed_on_the_server(
+    tls_pg: PostgresServer, driver: str
+) -> None:
+    """Kept by the handler (a leak), closed by the invocation's scope. psycopg2 takes the
+    helper-thread connect here (another thread is alive): tracked all the same."""
+    from lambda_conn._rds import psycopg2_connect
+
+    rds = connector_for(tls_pg, driver=driver)
+    kept: list[Any] = []
+    other = threading.Event()
+    bystander = threading.Thread(target=other.wait)
+    bystander.start()
 
     @managed_connection
     def handler(event: Any, context: Any) -> None:
-        rds.connect(context).execute("SELECT 1")  # never closed by the handler
+        assert not psycopg2_connect._alone()
+        conn = rds.connect(context)
+        conn.cursor().execute("SELECT 1")
+        kept.append(conn)  # never closed by the handler
 
-    handler({}, FakeContext())
+    try:
+        handler({}, FakeContext())
+    finally:
+        other.set()
+        bystander.join()
     assert tls_pg.wait_for_sessions(0, user="app") == 0
     assert tls_pg.unclean_disconnects() == 0
+    assert all(conn.closed for conn in kept)
 
 
 def prepared_after_six_runs(conn: Any) -> int:

@@ -53,14 +53,18 @@ CONNECTION = Kind(
 )
 
 
-def _track_connect(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    conn = wrapped(*args, **kwargs)
+def register(conn: Any) -> Any:
+    """Track ``conn`` in the current scope, as a connection made in it is."""
     scope = _current.get()
     if scope is not None and scope.tracks("psycopg2"):
         scope.register(conn, CONNECTION)
     return conn
+
+
+def _track_connect(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    return register(wrapped(*args, **kwargs))
 
 
 # --------------------------------------------------------------------------- pools

@@ -7,7 +7,9 @@ on its socket against the attempt's own end: the connect timeout bounds TCP, TLS
 startup as a whole, to the millisecond. (libpq's ``connect_timeout`` is whole seconds, at
 least 2, and per host address.) psycopg2 exposes no such layer, but runs the same
 non-blocking connect when a wait callback is set: ``psycopg2_connect`` sets one for the
-connect alone and waits on the socket against the attempt's end (see there).
+connect alone where no other thread could meet it, and waits on the socket against the
+attempt's end; with other threads alive it waits for a blocking connect in a helper
+thread instead (see there).
 
 libpq does not expose the SQLSTATE of a failed startup (the server's ErrorResponse becomes
 a message), so a failure is classified by the server's message text (English, as RDS
