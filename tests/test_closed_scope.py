@@ -3,7 +3,7 @@
 A worker started with ``contextvars.copy_context().run`` (as the README recommends), or an
 asyncio task created during an invocation, keeps that invocation's context, and with it
 the scope, after the invocation has ended. What it opens then must not be kept alive by
-the finished scope: proven on the server (Threads_connected), reported and counted.
+the finished scope: proven on the server (by session id, any user), reported and counted.
 """
 
 from __future__ import annotations
@@ -61,16 +61,16 @@ def test_a_worker_thread_that_outlives_its_invocation_keeps_nothing_open(
         jobs.put(event)
         return done.get(timeout=10)
 
-    baseline = mariadb.threads_connected()
+    baseline = mariadb.session_ids(user=None)  # any user's, as Threads_connected counts
     before = lambda_conn.stats()["opened_after_scope_closed"]
     # WHEN ten invocations each have the worker open and drop one connection
     with caplog.at_level(logging.WARNING, logger="lambda_conn"):
         sessions = [handler(i, None) for i in range(INVOCATIONS)]
     jobs.put(None)
     workers[0].join(10)
-    # THEN the server's session count is back where it was: the finished scope kept none
+    # THEN no session opened since is left on the server: the finished scope kept none
     assert len(set(sessions)) == INVOCATIONS
-    assert mariadb.wait_threads_connected(baseline) == baseline
+    assert mariadb.wait_new_sessions_gone(baseline, user=None) == []
     # AND the openings after the first invocation's scope closed are counted, reported once
     assert lambda_conn.stats()["opened_after_scope_closed"] == before + INVOCATIONS - 1
     (event,) = late_events(caplog)
@@ -99,7 +99,7 @@ def test_an_asyncio_task_that_outlives_its_invocation_keeps_nothing_open(
         await jobs.put(event)
         return await done.get()
 
-    baseline = mariadb.threads_connected()
+    baseline = mariadb.session_ids(user=None)  # any user's, as Threads_connected counts
     before = lambda_conn.stats()["opened_after_scope_closed"]
     try:
         with caplog.at_level(logging.WARNING, logger="lambda_conn"):
@@ -109,7 +109,7 @@ def test_an_asyncio_task_that_outlives_its_invocation_keeps_nothing_open(
             loop.run_until_complete(tasks[0])
     finally:
         loop.close()
-    assert mariadb.wait_threads_connected(baseline) == baseline
+    assert mariadb.wait_new_sessions_gone(baseline, user=None) == []
     assert lambda_conn.stats()["opened_after_scope_closed"] == before + INVOCATIONS - 1
     assert len(late_events(caplog)) == 1
 

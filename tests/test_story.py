@@ -100,10 +100,10 @@ def test_without_the_decorator_the_leaky_handler_fails(
 def test_with_the_decorator_every_invocation_succeeds_and_nothing_stays_open(
     handler: str, mariadb: Any, http_server: Any
 ) -> None:
-    sessions_before = mariadb.threads_connected()
+    sessions_before = mariadb.session_ids(user=None)  # any user's: Threads_connected's
 
     def server_side(summary: dict[str, Any]) -> None:
-        assert mariadb.wait_threads_connected(sessions_before) == sessions_before
+        assert mariadb.wait_new_sessions_gone(sessions_before, user=None) == []
         assert http_server.wait_open(0) == 0
 
     summary = run_story(handler, "decorated", mariadb, http_server, server_side)
@@ -113,10 +113,10 @@ def test_with_the_decorator_every_invocation_succeeds_and_nothing_stays_open(
 
 
 def test_with_the_decorator_a_raising_handler_leaks_nothing(mariadb: Any, http_server: Any) -> None:
-    sessions_before = mariadb.threads_connected()
+    sessions_before = mariadb.session_ids(user=None)  # any user's: Threads_connected's
 
     def server_side(summary: dict[str, Any]) -> None:
-        assert mariadb.wait_threads_connected(sessions_before) == sessions_before
+        assert mariadb.wait_new_sessions_gone(sessions_before, user=None) == []
         assert http_server.wait_open(0) == 0
 
     summary = run_story("raising_after_connect", "decorated", mariadb, http_server, server_side)
@@ -176,10 +176,10 @@ def test_with_the_decorator_each_drivers_story_succeeds_and_leaves_nothing_open(
     handler: str, server: str, story_servers: dict[str, Any]
 ) -> None:
     db = story_servers[server]
-    sessions_before = len(db.client_sessions())
+    sessions_before = db.session_ids()
 
     def server_side(summary: dict[str, Any]) -> None:
-        assert db.wait_for_sessions(sessions_before) == sessions_before
+        assert db.wait_new_sessions_gone(sessions_before) == []
 
     summary = run_story_with(handler, "decorated", _driver_env(story_servers), server_side)
     assert summary.get("failure") is None, summary
