@@ -192,30 +192,33 @@ def mangum_handler(
 def test_connection_opened_in_a_route_is_closed_after_the_response(
     postgres: Any, mangum_handler: Any, path: str
 ) -> None:
+    before_ids = postgres.session_ids(user=None)
     invoke, seen = mangum_handler
     fds = open_fds()
     response = invoke(path)
     assert response["statusCode"] == 200
     pid = json.loads(response["body"])["pid"]
     assert seen["conns"][0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     assert pid not in {s["pid"] for s in postgres.client_sessions()}
     assert open_fds() == fds
 
 
 def test_streaming_response_closes_after_the_last_chunk(postgres: Any, mangum_handler: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     invoke, seen = mangum_handler
     response = invoke("/stream")
     assert response["statusCode"] == 200
     assert response["body"] == "0\n1\n2\n"
     assert seen["open_while_streaming"] == [True, True, True]
     assert seen["conns"][0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_exception_in_a_route_still_closes(
     postgres: Any, mangum_handler: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    before_ids = postgres.session_ids(user=None)
     invoke, seen = mangum_handler
     unclean = postgres.unclean_disconnects()
     with caplog.at_level("ERROR", logger="mangum"):
@@ -223,35 +226,38 @@ def test_exception_in_a_route_still_closes(
     assert response["statusCode"] == 500  # Starlette's error page, the error logged
     assert any("route failed" in str(r.exc_info) for r in caplog.records if r.exc_info)
     assert seen["conns"][0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     assert postgres.unclean_disconnects() == unclean  # closed with Terminate, not dropped
 
 
 def test_background_task_runs_before_the_scope_closes(postgres: Any, mangum_handler: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     invoke, seen = mangum_handler
     response = invoke("/background")
     assert response["statusCode"] == 200
     assert seen["background_ran_with_open_connection"] is True
     assert seen["conns"][0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_lifespan_passes_through_untouched(postgres: Any, mangum_handler: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     invoke, seen = mangum_handler
     first = json.loads(invoke("/lifespan")["body"])["pid"]
     assert seen["startup_scope"] is None  # startup runs outside any request scope
     assert seen["lifespan_conn_open_at_shutdown"] is True  # the middleware left it alone
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     assert first not in {s["pid"] for s in postgres.client_sessions()}  # closed by shutdown
 
 
 def test_many_requests_leave_nothing_behind(postgres: Any, mangum_handler: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     invoke, seen = mangum_handler
     fds = open_fds()
     for i in range(30):
         assert invoke(("/async", "/sync", "/stream")[i % 3])["statusCode"] == 200
     assert open_fds() == fds
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     assert len(seen["conns"]) == 30
 
 
@@ -260,13 +266,14 @@ def test_decorated_mangum_handler_adds_the_invocation_scope(
 ) -> None:
     """handler = managed_connection(Mangum(app)): the middleware's scope is the innermost,
     the decorator's (and its health guard) wraps the whole invocation."""
+    before_ids = postgres.session_ids(user=None)
     seen: dict[str, Any] = {"conns": []}
     app = ManagedConnectionASGIMiddleware(build_app(postgres, seen))
     handler = managed_connection(Mangum(app, lifespan="off"))
     response = handler(http_api_event("/async"), FakeLambdaContext())
     assert response["statusCode"] == 200
     assert seen["conns"][0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 async def _drive(app: Any, scope: dict[str, Any]) -> list[dict[str, Any]]:
@@ -304,6 +311,7 @@ def test_pure_asgi_scope_per_request_and_none_for_lifespan() -> None:
 
 def test_cancelled_request_closes_its_scope(postgres: Any) -> None:
     """A client that disconnects makes the server cancel the request's task."""
+    before_ids = postgres.session_ids(user=None)
     conns: list[Any] = []
     started = asyncio.Event()
 
@@ -322,7 +330,7 @@ def test_cancelled_request_closes_its_scope(postgres: Any) -> None:
 
     asyncio.run(main())
     assert conns[0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_middleware_options_are_validated() -> None:
@@ -416,50 +424,56 @@ def wsgi(postgres: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
 
 
 def test_wsgi_generator_body_closed_after_it_is_exhausted(postgres: Any, wsgi: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     app, seen = wsgi
     fds = open_fds()
     assert call_wsgi(app, "/stream") == ("200 OK", b"0\n1\n2\n")
     assert seen["open_while_iterating"] == [True, True, True]
     assert seen["open_in_app_close"] == [True]
     assert seen["conns"][0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     assert open_fds() == fds
 
 
 def test_wsgi_client_gone_midway_closes_on_close(postgres: Any, wsgi: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     app, seen = wsgi
     _, body = call_wsgi(app, "/stream", stop_after=1)
     assert body == b"0\n"
     assert seen["open_in_app_close"] == [True]  # GeneratorExit ran before the scope closed
     assert seen["conns"][0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_wsgi_list_body_closed_when_the_app_returns(postgres: Any, wsgi: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     app, seen = wsgi
     assert call_wsgi(app, "/list") == ("200 OK", b"7")
     assert seen["conns"][0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_wsgi_app_that_raises_still_closes(postgres: Any, wsgi: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     app, seen = wsgi
     with pytest.raises(RuntimeError, match="app failed"):
         call_wsgi(app, "/raise")
     assert seen["conns"][0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_wsgi_body_that_raises_still_closes(postgres: Any, wsgi: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     app, seen = wsgi
     with pytest.raises(RuntimeError, match="body failed"):
         call_wsgi(app, "/fail-midway")
     assert seen["conns"][0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_wsgi_behind_a_real_server(postgres: Any) -> None:
     """wsgiref's server over loopback HTTP: the server, not the test, calls close()."""
+    before_ids = postgres.session_ids(user=None)
     seen: dict[str, Any] = {"conns": []}
     app = ManagedConnectionWSGIMiddleware(wsgi_app(postgres, seen), on_leak="raise")
 
@@ -482,7 +496,7 @@ def test_wsgi_behind_a_real_server(postgres: Any) -> None:
         thread.join(5)
     assert len(seen["conns"]) == 2
     assert all(conn.closed for conn in seen["conns"])
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 # ----------------------------------------------------------------------------- examples
@@ -505,17 +519,19 @@ def load_example(name: str, monkeypatch: pytest.MonkeyPatch, postgres: Any) -> A
 def test_example_starlette_mangum(
     postgres: Any, monkeypatch: pytest.MonkeyPatch, event_loop_for_mangum: None
 ) -> None:
+    before_ids = postgres.session_ids(user=None)
     example = load_example("starlette_mangum", monkeypatch, postgres)
     fds = open_fds()
     for path in ("/backend", "/report", "/numbers"):
         response = example.handler(http_api_event(path), FakeLambdaContext())
         assert response["statusCode"] == 200, response
-        assert postgres.wait_for_sessions(0) == 0
+        assert postgres.wait_new_sessions_gone(before_ids) == []
     assert response["body"] == "1\n2\n3\n4\n5\n"
     assert open_fds() == fds
 
 
 def test_example_wsgi_app(postgres: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    before_ids = postgres.session_ids(user=None)
     example = load_example("wsgi_app", monkeypatch, postgres)
     assert call_wsgi(validator(example.app)) == ("200 OK", b"1\n2\n3\n4\n5\n")
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []

@@ -133,6 +133,7 @@ def test_result_context_and_closing_survive_the_stack(
     position: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    before_ids = postgres.session_ids(user=None)
     context = FakeLambdaContext()
     event = {"order": 7}
     seen: dict[str, Any] = {}
@@ -153,7 +154,7 @@ def test_result_context_and_closing_survive_the_stack(
     assert result["statusCode"] == 200
     assert seen["event"] is event and seen["context"] is context
     assert seen["conn"].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     assert result["pid"] not in {s["pid"] for s in postgres.client_sessions()}
     assert open_fds() == fds
 
@@ -172,6 +173,7 @@ def test_result_context_and_closing_survive_the_stack(
 def test_exception_survives_the_stack_and_still_closes(
     postgres: Any, powertools: dict[str, Any], names: list[str], position: str
 ) -> None:
+    before_ids = postgres.session_ids(user=None)
     error = LookupError("no such order")
     conns: list[Any] = []
 
@@ -187,12 +189,13 @@ def test_exception_survives_the_stack_and_still_closes(
         wrapped({}, FakeLambdaContext())
     assert info.value is error
     assert conns[0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_async_handler_under_logger(postgres: Any, powertools: dict[str, Any]) -> None:
     """Powertools' decorators are sync; an async handler below them is awaited by the
     caller, and @managed_connection closes what it opened when the coroutine ends."""
+    before_ids = postgres.session_ids(user=None)
     import asyncio
 
     conns: list[Any] = []
@@ -207,7 +210,7 @@ def test_async_handler_under_logger(postgres: Any, powertools: dict[str, Any]) -
 
     assert asyncio.run(handler({}, FakeLambdaContext())) == 1
     assert conns[0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -338,6 +341,7 @@ def test_without_powertools_a_plain_emf_line_and_no_import() -> None:
 def test_example_powertools_handler(
     postgres: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    before_ids = postgres.session_ids(user=None)
     import importlib.util
     from pathlib import Path
 
@@ -353,7 +357,7 @@ def test_example_powertools_handler(
     finally:
         example.metrics.clear_metrics()
     assert result["statusCode"] == 200 and result["sessions"] >= 1
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     (blob,) = [b for b in emf_blobs(capsys.readouterr().out) if "SessionsSeen" in b]
     assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Shop"
 
@@ -392,6 +396,7 @@ def test_enabled_tracer_sends_its_segment(postgres: Any, tmp_path: Any, order: s
     """The Tracer for real, in a subprocess (X-Ray's recorder is process-global): Lambda mode
     (LAMBDA_TASK_ROOT and a trace header), segments sent to a fake X-Ray daemon, a UDP
     socket on loopback. The handler's subsegment carries the handler's response."""
+    before_ids = postgres.session_ids(user=None)
     import os
     import socket
 
@@ -427,4 +432,4 @@ def test_enabled_tracer_sends_its_segment(postgres: Any, tmp_path: Any, order: s
     assert segment["name"] == "## handler"
     assert segment["metadata"]["orders"]["handler response"] == result
     assert result == {"same_context": True, "closed_yet": False}
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []

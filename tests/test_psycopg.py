@@ -57,6 +57,7 @@ def test_connection_closed_with_terminate_when_handler_returns(postgres: Any) ->
 
 
 def test_uncommitted_work_is_rolled_back_by_the_server(postgres: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     table = "lc_rollback"
     postgres.query(f"CREATE TABLE IF NOT EXISTS {table} (n int)")
     postgres.query(f"GRANT ALL ON {table} TO lc")
@@ -68,7 +69,7 @@ def test_uncommitted_work_is_rolled_back_by_the_server(postgres: Any) -> None:
         conn.execute(f"INSERT INTO {table} VALUES (1)")  # never committed
 
     handler({}, None)
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     assert postgres.query(f"SELECT count(*) FROM {table}") == [(0,)]
 
 
@@ -91,6 +92,8 @@ def test_connection_closed_when_handler_raises(postgres: Any) -> None:
 
 
 def test_query_error_leaves_no_session(postgres: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
+
     @managed_connection
     def handler(event: object, context: object) -> None:
         conn = psycopg.connect(**postgres.connect_kwargs())
@@ -100,12 +103,14 @@ def test_query_error_leaves_no_session(postgres: Any) -> None:
     with pytest.raises(psycopg.errors.UndefinedTable):
         handler({}, None)
     assert open_fds() == fds
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_connection_used_as_context_manager_is_not_closed_twice(
     postgres: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    before_ids = postgres.session_ids(user=None)
+
     @managed_connection(on_leak="raise")
     def handler(event: object, context: object) -> int:
         with psycopg.connect(**postgres.connect_kwargs()) as conn:
@@ -116,10 +121,11 @@ def test_connection_used_as_context_manager_is_not_closed_twice(
     with caplog.at_level(logging.WARNING, logger="lambda_conn"):
         assert handler({}, None) == 42
     assert not caplog.records
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_async_connection_closed_in_async_handler(postgres: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     kept: list[Any] = []
     unclean = postgres.unclean_disconnects()
 
@@ -136,13 +142,14 @@ def test_async_connection_closed_in_async_handler(postgres: Any) -> None:
     assert asyncio.run(handler({}, None)) == 1
     assert open_fds() == fds
     assert kept[0].closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     assert postgres.unclean_disconnects() == unclean
 
 
 def test_async_connection_left_by_a_sync_handler_is_finished(postgres: Any) -> None:
     """asyncio.run() inside a sync handler: its loop is gone when the scope closes, so the
     connection is finished synchronously (libpq's PQfinish needs no loop)."""
+    before_ids = postgres.session_ids(user=None)
     kept: list[Any] = []
 
     async def query() -> None:
@@ -158,10 +165,12 @@ def test_async_connection_left_by_a_sync_handler_is_finished(postgres: Any) -> N
     handler({}, None)
     assert open_fds() == fds
     assert kept[0].closed and not kept[0].broken
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_backend_terminated_mid_invocation(postgres: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
+
     @managed_connection(on_leak="raise")
     def handler(event: object, context: object) -> None:
         conn = psycopg.connect(**postgres.connect_kwargs())
@@ -176,7 +185,7 @@ def test_backend_terminated_mid_invocation(postgres: Any) -> None:
     with pytest.raises(psycopg.OperationalError):
         handler({}, None)
     assert open_fds() == fds
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_server_down_connection_refused_leaks_nothing(make_postgres: Any) -> None:
@@ -254,6 +263,7 @@ def test_too_many_connections_closes_the_ones_that_did_open(make_postgres: Any) 
 
 def test_register_and_untracked_scope_options(postgres: Any) -> None:
     """clients=... leaves other clients alone; register() closes what tracking skipped."""
+    before_ids = postgres.session_ids(user=None)
     kept: list[Any] = []
 
     @managed_connection(clients=["pymysql"])
@@ -265,23 +275,25 @@ def test_register_and_untracked_scope_options(postgres: Any) -> None:
     try:
         assert not kept[0].closed
         assert kept[1].closed
-        assert postgres.wait_for_sessions(1) == 1
+        assert len(postgres.wait_new_sessions(before_ids, 1)) == 1
     finally:
         kept[0].close()
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_with_managed_connection_closes_one_connection(postgres: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     conn = psycopg.connect(**postgres.connect_kwargs())  # opened outside any scope
     with managed_connection(conn) as same:
         assert same is conn
         same.execute("SELECT 1")
     assert conn.closed
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_leak_report_names_the_server(postgres: Any, caplog: pytest.LogCaptureFixture) -> None:
     """A close that fails and leaves the socket open is reported with host:port."""
+    before_ids = postgres.session_ids(user=None)
 
     class Unfinishable:
         """A libpq connection whose PQfinish does nothing."""
@@ -314,13 +326,14 @@ def test_leak_report_names_the_server(postgres: Any, caplog: pytest.LogCaptureFi
     finally:
         kept[0].pgconn = kept[0].pgconn.real
         kept[0].close()
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 # ----------------------------------------------------------------------------- pools
 
 
 def test_module_level_pool_keeps_its_connections_across_invocations(postgres: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     pool = ConnectionPool(postgres.conninfo(), min_size=1, max_size=1, open=True)
     try:
         pool.wait()
@@ -335,15 +348,16 @@ def test_module_level_pool_keeps_its_connections_across_invocations(postgres: An
         first = handler({}, None)
         second = handler({}, None)
         assert first == second  # the same pooled session served both invocations
-        assert postgres.wait_for_sessions(1) == 1
+        assert len(postgres.wait_new_sessions(before_ids, 1)) == 1
     finally:
         pool.close()
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_module_level_null_pool_connection_is_the_pools(postgres: Any) -> None:
     """NullConnectionPool connects in the caller's thread: inside the handler's scope. The
     connection is still the pool's, which closes it on return; the scope does not."""
+    before_ids = postgres.session_ids(user=None)
     pool = NullConnectionPool(postgres.conninfo(), open=True)
     try:
 
@@ -352,7 +366,7 @@ def test_module_level_null_pool_connection_is_the_pools(postgres: Any) -> None:
             with pool.connection() as conn:
                 conn.execute("SELECT 1")
             # still inside the scope: the pool closed it, on return
-            return int(postgres.wait_for_sessions(0))
+            return len(postgres.wait_new_sessions_gone(before_ids))
 
         assert handler({}, None) == 0
     finally:
@@ -362,6 +376,7 @@ def test_module_level_null_pool_connection_is_the_pools(postgres: Any) -> None:
 def test_pool_created_in_the_handler_is_closed_with_checked_out_connections(
     postgres: Any,
 ) -> None:
+    before_ids = postgres.session_ids(user=None)
     pools: list[Any] = []
     unclean = postgres.unclean_disconnects()
 
@@ -372,17 +387,18 @@ def test_pool_created_in_the_handler_is_closed_with_checked_out_connections(
         pool.wait()
         conn = pool.getconn()  # never returned: pool.close() alone would leave it open
         conn.execute("SELECT 1")
-        return len(postgres.client_sessions())
+        return len(postgres.new_sessions(before_ids))
 
     fds = open_fds()
     assert handler({}, None) == 2
     assert pools[0].closed
     assert open_fds() == fds
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     assert postgres.unclean_disconnects() == unclean
 
 
 def test_async_pool_created_in_the_handler_is_closed(postgres: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
     pools: list[Any] = []
 
     @managed_connection(on_leak="raise")
@@ -392,16 +408,18 @@ def test_async_pool_created_in_the_handler_is_closed(postgres: Any) -> None:
         pools.append(pool)
         conn = await pool.getconn()  # never returned
         await conn.execute("SELECT 1")
-        return len(postgres.client_sessions())
+        return len(postgres.new_sessions(before_ids))
 
     fds = open_fds()
     assert asyncio.run(handler({}, None)) == 2
     assert pools[0].closed
     assert open_fds() == fds
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_many_invocations_leave_nothing_behind(postgres: Any) -> None:
+    before_ids = postgres.session_ids(user=None)
+
     @managed_connection(on_leak="raise")
     def handler(event: object, context: object) -> None:
         for _ in range(3):
@@ -412,7 +430,7 @@ def test_many_invocations_leave_nothing_behind(postgres: Any) -> None:
     for _ in range(50):
         handler({}, None)
     assert open_fds() == fds
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
     deadline = time.monotonic() + 5
     while postgres.disconnections() < disconnections + 150 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -437,28 +455,30 @@ def load_example(name: str, monkeypatch: pytest.MonkeyPatch, postgres: Any) -> A
 
 
 def test_example_psycopg_handler(postgres: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    before_ids = postgres.session_ids(user=None)
     example = load_example("psycopg_handler", monkeypatch, postgres)
     result = example.handler({}, None)
     assert result["database"] == "lc"
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_example_rds_proxy_reuse(postgres: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    before_ids = postgres.session_ids(user=None)
     example = load_example("rds_proxy_reuse", monkeypatch, postgres)
     try:
         first = example.handler({}, None)
         second = example.handler({}, None)
         assert first == second  # one kept connection, not swept by the scope
-        assert postgres.wait_for_sessions(1) == 1
+        assert len(postgres.wait_new_sessions(before_ids, 1)) == 1
         # the proxy (here: the server) closed it while the environment was frozen
         assert postgres.terminate(first["backend_pid"])
-        assert postgres.wait_for_sessions(0) == 0
+        assert postgres.wait_new_sessions_gone(before_ids) == []
         third = example.handler({}, None)  # validated, found dead, reopened
         assert third != first
         assert example.db.reconnects == 1
     finally:
         example.db.close()
-    assert postgres.wait_for_sessions(0) == 0
+    assert postgres.wait_new_sessions_gone(before_ids) == []
 
 
 def test_reused_psycopg_connection_survives_a_server_side_terminate(postgres: Any) -> None:
