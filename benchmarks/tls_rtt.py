@@ -30,7 +30,12 @@ from typing import Any
 
 from _common import ROOT
 
-DELAYS_MS = (0.0, 0.1, 0.25, 0.5)
+DELAYS_MS = (0.0, 0.1, 0.25, 0.5, 1.0)
+DIRECT = -1.0  # the row without a relay: loopback straight to the server
+# One-way flights per connect: connects through a relay with a delay so long (per chunk,
+# each way) that CPU is noise; the growth over D = 0, divided by D, counts the flights.
+FLIGHT_D_MS = 20.0
+FLIGHT_REPEAT = 8
 CASES = {
     "plain": "PyMySQL, no TLS",
     "resumed": "RDSConnector.connect(), TLS, session resumed (shared context)",
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                 check[d] = echo_rtt_us(port)
                 proc.kill()
                 proc.wait()
-            for d in DELAYS_MS:
+            for d in (*DELAYS_MS, FLIGHT_D_MS):
                 relays[d] = start_relay(server.port, d)
             base = {"user": server.user, "password": server.password, "database": server.database}
 
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
                 return rds.connect
 
             connects = {(d, c): make(c, relays[d][1]) for d in DELAYS_MS for c in CASES}
+            connects.update({(DIRECT, c): make(c, server.port) for c in CASES})
             samples: dict[tuple[float, str], list[float]] = {k: [] for k in connects}
             tls_seen = {k: 0 for k in connects}
             reused = {k: 0 for k in connects}
@@ -152,6 +158,13 @@ def main(argv: list[str] | None = None) -> None:
                     conn.close()
                     end = time.perf_counter()
                     samples[key].append((connected - start + end - closing) * 1e3)
+            flight_ms = {c: [] for c in CASES}  # not interleaved with the rest: 20 ms a chunk
+            slow = {c: make(c, relays[FLIGHT_D_MS][1]) for c in CASES}
+            for _ in range(FLIGHT_REPEAT):
+                for case, connect in slow.items():
+                    start = time.perf_counter()
+                    connect().close()
+                    flight_ms[case].append((time.perf_counter() - start) * 1e3)
             relay_cpu = {
                 d: (cpu_ticks(relays[d][0].pid) - ticks[d])
                 / os.sysconf("SC_CLK_TCK")
@@ -184,6 +197,13 @@ def main(argv: list[str] | None = None) -> None:
         + " | relay CPU per connect (ms) |",
         "| --- | ---: | " + " | ".join("---:" for _ in CASES) + " | ---: | ---: | ---: | ---: |",
     ]
+    cells = " | ".join(f"{med[(DIRECT, c)]:.2f}" for c in CASES)
+    lines.append(
+        f"| no relay (loopback) | - | {cells} | "
+        f"{med[(DIRECT, 'resumed')] / med[(DIRECT, 'plain')]:.2f}x | "
+        f"{med[(DIRECT, 'defaults')] / med[(DIRECT, 'resumed')]:.1f}x | "
+        f"{reused[(DIRECT, 'resumed')]}/{n} | - |"
+    )
     for d in DELAYS_MS:
         cells = " | ".join(f"{med[(d, c)]:.2f}" for c in CASES)
         lines.append(
@@ -209,6 +229,32 @@ def main(argv: list[str] | None = None) -> None:
         f"the measured round-trip growth of {rtt_ms:.3f} ms): "
         + ", ".join(f"{CASES[c]}: {trips[c]:.1f}" for c in CASES)
         + ".",
+        "",
+    ]
+    # Flights: what the relay delays (the application's chunks; the kernel completes TCP's
+    # handshake with the relay undelayed). A real network adds SYN, SYN-ACK and the ACK
+    # the server's accept waits for before it sends the greeting: 3 more one-way trips.
+    flights = {c: (statistics.median(flight_ms[c]) - med[(0.0, c)]) / FLIGHT_D_MS for c in CASES}
+    real = {c: round(flights[c]) + 3 for c in CASES}
+    floor = real["resumed"] / real["plain"]
+    # Where 1.5x would be met: T(R) = flights/2 * R + CPU, the CPU taken from the loopback
+    # row (client and server CPU are on the critical path one after the other).
+    cpu_t, cpu_p = med[(DIRECT, "resumed")], med[(DIRECT, "plain")]
+    n_t, n_p = real["resumed"] / 2, real["plain"] / 2
+    crossing = (cpu_t - 1.5 * cpu_p) / (1.5 * n_p - n_t) if 1.5 * n_p > n_t else float("inf")
+    lines += [
+        f"One-way flights each connect waits for (through a relay delaying each chunk by "
+        f"{FLIGHT_D_MS:g} ms each way, median of {FLIGHT_REPEAT}, growth over D = 0 divided "
+        "by D): "
+        + ", ".join(f"{CASES[c]}: {flights[c]:.2f}" for c in CASES)
+        + ". With TCP's handshake (SYN, SYN-ACK, the ACK the greeting waits for) on a real "
+        "network: "
+        + ", ".join(f"{c} {real[c]} ({real[c] / 2:g} round trips)" for c in CASES)
+        + f". So the latency-bound floor of resumed / plaintext is {real['resumed']}/"
+        f"{real['plain']} = {floor:.2f}x. With the loopback row's medians as the CPU on the "
+        f"critical path ({cpu_t:.2f} ms resumed, {cpu_p:.2f} ms plaintext), 1.5x needs a "
+        f"round trip of at least ({cpu_t:.2f} - 1.5 x {cpu_p:.2f}) / (1.5 x {n_p:g} - "
+        f"{n_t:g}) = {crossing:.2f} ms.",
         "",
     ]
     text = "\n".join(lines)

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pymysql
 import pytest
@@ -166,15 +167,40 @@ def test_max_connections_limits_the_test_user(make_mariadb: Callable[..., MariaD
     assert server.wait_for_sessions(0) == 0
 
 
-def test_tls_instance(make_mariadb: Callable[..., MariaDBServer]) -> None:
-    server = make_mariadb(tls=True)
-    conn = pymysql.connect(**server.connect_kwargs())
+@pytest.mark.parametrize("key", ["rsa2048", "p256"])
+def test_tls_instance(make_mariadb: Callable[..., MariaDBServer], key: str) -> None:
+    """The server certificate verifies against the generated CA (hostname included),
+    with the RSA key RDS serves or the ECDSA one benchmarks/tls_cost.py compares."""
+    import ssl
+
+    server = make_mariadb(tls=True, tls_key=key)
+    assert server.tls is not None
+    context = ssl.create_default_context(cafile=server.tls.ca)
+    conn = pymysql.connect(**server.connect_kwargs(), ssl=context)
     try:
         with conn.cursor() as cur:
             cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
-            assert cur.fetchone()[1]
+            cipher = cur.fetchone()[1]
+        assert cipher
+        sock = conn._sock
+        assert isinstance(sock, ssl.SSLSocket)
+        der = sock.getpeercert(binary_form=True)
+        assert der is not None
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+        public = x509.load_der_x509_certificate(der).public_key()
+        expected = rsa.RSAPublicKey if key == "rsa2048" else ec.EllipticCurvePublicKey
+        assert isinstance(public, expected)
     finally:
         conn.close()
+
+
+def test_tls_files_refuse_an_unknown_key_type(tmp_path: Path) -> None:
+    from tests.servers.tls import generate_tls_files
+
+    with pytest.raises(ValueError, match="key_type"):
+        generate_tls_files(tmp_path, key_type="dsa")
 
 
 # ----------------------------------------------------------------------------- HTTP

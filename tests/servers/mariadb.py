@@ -311,6 +311,7 @@ class MariaDBServer(PrivateServer):
         self,
         *,
         tls: bool = False,
+        tls_key: str = "rsa2048",
         start: bool = True,
         startup_timeout: float = 30.0,
         **options: OptionValue,
@@ -333,7 +334,7 @@ class MariaDBServer(PrivateServer):
             self.error_log = self.dir / "error.log"
             self.pid_file = self.dir / "mysqld.pid"
             if tls:
-                self.tls = generate_tls_files(self.dir / "tls")
+                self.tls = generate_tls_files(self.dir / "tls", key_type=tls_key)
                 self.options.update(
                     ssl_ca=self.tls.ca, ssl_cert=self.tls.cert, ssl_key=self.tls.key
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 
@@ -21,8 +22,11 @@ class TLSFiles:
     key: str
 
 
-def generate_tls_files(directory: Path) -> TLSFiles:
-    """Write a self-signed CA and a server cert (SAN IP:127.0.0.1, DNS:localhost)."""
+def generate_tls_files(directory: Path, *, key_type: str = "rsa2048") -> TLSFiles:
+    """Write a self-signed CA and a server cert (SAN IP:127.0.0.1, DNS:localhost).
+
+    ``key_type``: the server key, "rsa2048" (what RDS serves) or "p256" (ECDSA, for
+    benchmarks/tls_cost.py's comparison); the CA is RSA 2048 either way."""
     import datetime
     import ipaddress
 
@@ -64,7 +68,15 @@ def generate_tls_files(directory: Path) -> TLSFiles:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key: Any
+    if key_type == "rsa2048":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif key_type == "p256":
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise ValueError(f"key_type {key_type!r}: 'rsa2048' or 'p256'")
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
