@@ -63,6 +63,45 @@ def test_a_requests_session_subclass_is_closed_through_its_own_close(http_server
     assert http_server.wait_open(0) == 0
 
 
+def test_a_custom_adapter_is_closed_through_its_own_close_with_its_lent_connection(
+    http_server: Any,
+) -> None:
+    # GIVEN an adapter subclass with its own close(), built before the invocation (a
+    # configured adapter kept at module level) and mounted on the invocation's Session, so
+    # it is reached only through the Session; a streamed response left unread (its
+    # connection is lent out, not in the pool)
+    closed: list[str] = []
+
+    class Audited(requests.adapters.HTTPAdapter):
+        def close(self) -> None:
+            closed.append("own close")
+            super().close()
+
+    adapter = Audited(max_retries=2)
+    with managed_connection() as scope:
+        session = requests.Session()
+        session.mount("http://", adapter)
+        assert len(scope) == 1  # the Session; the adapter's manager only through it
+        streamed = session.get(http_server.url, timeout=5, stream=True)
+    # THEN the adapter's own close() ran, and the lent connection is closed server-side
+    assert closed == ["own close"]
+    assert http_server.wait_open(0) == 0
+    assert streamed.raw._connection is None or streamed.raw._connection.sock is None
+
+
+def test_a_connection_lent_through_a_proxy_is_closed(http_server: Any) -> None:
+    # GIVEN a Session whose HTTP goes through a proxy (the loopback server answers the
+    # proxied request itself: nothing leaves loopback), a streamed response left unread
+    with managed_connection():
+        session = requests.Session()
+        session.proxies = {"http": http_server.url}
+        streamed = session.get("http://lambda-conn.invalid/", timeout=5, stream=True)
+        assert streamed.status_code == 200
+        assert http_server.wait_open(1) == 1
+    # THEN the proxy manager's lent connection is closed on the server's side too
+    assert http_server.wait_open(0) == 0
+
+
 def test_requests_responses_kept_alive_do_not_keep_their_sockets(http_server: Any) -> None:
     kept: list[Any] = []
 

@@ -39,22 +39,32 @@ def _close_session(session: Any) -> object:
     """``session.close()`` (each adapter's close clears its pool managers, closing their
     pools' idle connections), then the connections still out with an unread response.
 
-    One walk over the adapters: requests' own ``Session.close()`` is only that loop of
-    ``adapter.close()``, so it is run here in the same pass (a subclass's own ``close()``
-    is called as it is). No list is built and no instance ``__dict__`` read (reading one
-    makes CPython build it): a scope's close of a Session should cost about what
-    ``close()`` does.
+    Written for the end of every invocation that built a Session, which should cost about
+    what ``close()`` does: requests' ``Session.close()`` and ``HTTPAdapter.close()`` are
+    each one loop, run here in the same pass (a subclass's own ``close()`` is called as it
+    is), and every attribute is read directly: ``getattr()`` and ``__dict__`` take
+    CPython's slow paths (a manager that never made a pool finds the class default None).
     """
     own_close = type(session).close is not _SESSION_CLOSE
     if own_close:
         session.close()
     for adapter in session.adapters.values():
-        if not own_close:
-            adapter.close()
-        conns = getattr(getattr(adapter, "poolmanager", None), _CONNS, None)
-        if conns is not None:  # made once the manager made a pool
-            close_open(conns)
-        proxies = getattr(adapter, "proxy_manager", None)
+        if own_close or type(adapter).close is not _ADAPTER_CLOSE:
+            if not own_close:
+                adapter.close()
+            manager = getattr(adapter, "poolmanager", None)
+            proxies = getattr(adapter, "proxy_manager", None)
+            if manager is not None:
+                close_open(getattr(manager, _CONNS, None))
+        else:  # HTTPAdapter.close(), inline
+            manager = adapter.poolmanager
+            manager.clear()
+            proxies = adapter.proxy_manager
+            for proxy in proxies.values():
+                proxy.clear()
+            conns = manager._lambda_conn_connections
+            if conns:  # made once the manager made a pool
+                close_open(conns)
         if proxies:
             for proxy in proxies.values():
                 close_open(getattr(proxy, _CONNS, None))
@@ -76,14 +86,17 @@ REQUESTS_SESSION = Kind(
 
 
 _SESSION_CLOSE: Any = None  # requests.Session.close, once requests is imported
+_ADAPTER_CLOSE: Any = None  # requests.adapters.HTTPAdapter.close
 
 
 def patch_requests(requests: ModuleType) -> None:
-    global _SESSION_CLOSE
+    global _SESSION_CLOSE, _ADAPTER_CLOSE
     import wrapt
+    from requests import adapters
     from requests import sessions as module
 
     _SESSION_CLOSE = module.Session.close
+    _ADAPTER_CLOSE = adapters.HTTPAdapter.close
 
     # Tracked once: its adapters' PoolManagers are closed through the Session.
     track = tracker("requests", REQUESTS_SESSION, whole=True)

@@ -131,6 +131,9 @@ def patch_urllib3(urllib3: ModuleType) -> None:
     )
     wrapt.wrap_function_wrapper(poolmanager, "PoolManager._new_pool", _new_pool_untracked)
     register_kind(poolmanager.PoolManager, POOL_MANAGER)
+    # What a manager that never made a pool reads for its connections (connections_of sets
+    # the instance's own): a direct attribute read, not getattr's slow missing-name path.
+    poolmanager.PoolManager._lambda_conn_connections = None  # type: ignore[attr-defined]
     wrapt.wrap_function_wrapper(
         connectionpool, "HTTPConnectionPool.__init__", tracker("urllib3", CONNECTION_POOL)
     )
