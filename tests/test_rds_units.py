@@ -207,6 +207,25 @@ def test_secret_never_shows() -> None:
     assert redact("pw hunter2 and hunter2", ["hunter2", ""]) == "pw *** and ***"
 
 
+@pytest.mark.parametrize(
+    ("text", "secret", "expected"),
+    [
+        # a short secret inside a word is not the secret: the message stays readable
+        ("token expired for x", "x", "token expired for ***"),
+        ("password=pass;", "pass", "password=***;"),
+        ("login 'ab1' failed: ab1x", "ab1", "login '***' failed: ab1x"),
+        ("pass", "pass", "***"),
+        # a long one is masked wherever it occurs, glued to other text or not
+        ("errhunter2hunter2!", "hunter2hunter2", "err***!"),
+        ("user:correcthorse@db", "correcthorse", "user:***@db"),
+    ],
+)
+def test_redact_masks_a_short_secret_only_where_it_stands_alone(
+    text: str, secret: str, expected: str
+) -> None:
+    assert redact(text, [secret]) == expected
+
+
 # --------------------------------------------------------------------------- RDSConnector options
 
 

@@ -40,12 +40,40 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
+#: A secret at least this long is masked wherever it occurs; a shorter one only where it
+#: stands alone (no letter or digit either side): a one-letter password masked inside
+#: every word would turn "expired" into "e***pired" and hide the message, not the secret.
+_MASK_ANYWHERE = 8
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every occurrence of each (non-empty) secret replaced by ``***``."""
     for secret in secrets:
         if secret and secret in text:
-            text = text.replace(secret, MASK)
+            if len(secret) >= _MASK_ANYWHERE:
+                text = text.replace(secret, MASK)
+            else:
+                text = _mask_standalone(text, secret)
     return text
+
+
+def _mask_standalone(text: str, secret: str) -> str:
+    parts = []
+    start = 0
+    at = text.find(secret)
+    while at != -1:
+        end = at + len(secret)
+        before = text[at - 1] if at > 0 else ""
+        after = text[end] if end < len(text) else ""
+        if before.isalnum() or after.isalnum():
+            at = text.find(secret, at + 1)
+            continue
+        parts.append(text[start:at])
+        parts.append(MASK)
+        start = end
+        at = text.find(secret, end)
+    parts.append(text[start:])
+    return "".join(parts)
 
 
 def scrub_chain(exc: BaseException | None, secrets: Iterable[str]) -> None:
