@@ -116,6 +116,7 @@ def test_verified_tls_with_the_generated_ca(tls_mariadb: MariaDBServer) -> None:
 
 def test_a_wrong_ca_is_refused_and_not_retried(tls_mariadb: MariaDBServer, tmp_path: Path) -> None:
     # GIVEN a CA that did not sign the server's certificate
+    before_ids = tls_mariadb.session_ids(user=None)
     other = generate_tls_files(tmp_path / "other")
     rds = connector_for(tls_mariadb, ssl_ca=other.ca, retry=Retry(sleep=no_sleep))
     # WHEN connecting THEN the certificate is refused at once (no retry can fix it)
@@ -123,12 +124,13 @@ def test_a_wrong_ca_is_refused_and_not_retried(tls_mariadb: MariaDBServer, tmp_p
         rds.connect(FakeContext(5000))
     assert not isinstance(info.value, ConnectError)
     assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
-    assert tls_mariadb.wait_for_sessions(0) == 0
+    assert tls_mariadb.wait_new_sessions_gone(before_ids) == []
 
 
 def test_tls_sessions_are_resumed_per_endpoint_and_dropped_on_failure(
     tls_mariadb: MariaDBServer,
 ) -> None:
+    before_ids = tls_mariadb.session_ids(user=None)
     from lambda_conn._rds.resume import forget_all
 
     forget_all()
@@ -151,7 +153,7 @@ def test_tls_sessions_are_resumed_per_endpoint_and_dropped_on_failure(
     assert resumed(rds) is False
     # resume_tls=False: a full handshake every time
     assert not resumed(connector_for(tls_mariadb, resume_tls=False))
-    assert tls_mariadb.wait_for_sessions(0) == 0
+    assert tls_mariadb.wait_new_sessions_gone(before_ids) == []
 
 
 def test_an_accepted_session_is_kept_not_read_back_until_the_server_refuses_it_twice() -> None:
@@ -404,6 +406,7 @@ def test_explicit_timeouts_still_end_at_the_deadline(tls_mariadb: MariaDBServer)
 def test_a_per_invocation_connection_is_closed_by_managed_connection(
     tls_mariadb: MariaDBServer,
 ) -> None:
+    before_ids = tls_mariadb.session_ids(user=None)
     rds = connector_for(tls_mariadb)
 
     @managed_connection
@@ -414,12 +417,13 @@ def test_a_per_invocation_connection_is_closed_by_managed_connection(
             return int(cur.fetchone()[0])
 
     assert handler({}, FakeContext(5000)) == 42
-    assert tls_mariadb.wait_for_sessions(0) == 0
+    assert tls_mariadb.wait_new_sessions_gone(before_ids) == []
 
 
 def test_reused_connection_reconnects_within_each_invocation(
     tls_mariadb: MariaDBServer,
 ) -> None:
+    before_ids = tls_mariadb.session_ids(user=None)
     rds = connector_for(tls_mariadb)
     db = rds.reused(max_age=900)
 
@@ -436,13 +440,15 @@ def test_reused_connection_reconnects_within_each_invocation(
         # The same connection next invocation, with that invocation's timeouts
         again, read_timeout = handler({}, FakeContext(20_000))
         assert again == first and 2.5 < read_timeout <= 19.5
-        assert tls_mariadb.wait_for_sessions(1) == 1  # kept open between invocations
+        assert (
+            len(tls_mariadb.wait_new_sessions(before_ids, 1)) == 1
+        )  # kept open between invocations
         # The server drops it while the environment is frozen: the next one reconnects
         tls_mariadb.kill(first)
-        assert tls_mariadb.wait_for_sessions(0) == 0
+        assert tls_mariadb.wait_new_sessions_gone(before_ids) == []
         replaced, _ = handler({}, FakeContext(3000))
         assert replaced != first and db.reconnects == 1
     finally:
         db.close()
-    assert tls_mariadb.wait_for_sessions(0) == 0
+    assert tls_mariadb.wait_new_sessions_gone(before_ids) == []
     assert repr(db).startswith("<ReusedConnection 'rds:127.0.0.1:")

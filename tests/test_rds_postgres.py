@@ -122,13 +122,14 @@ def test_verify_full_against_the_generated_ca(tls_pg: PostgresServer, driver: st
 def test_a_wrong_ca_is_refused_and_not_retried(
     tls_pg: PostgresServer, tmp_path: Path, driver: str
 ) -> None:
+    before_ids = tls_pg.session_ids(user=None)
     other = generate_tls_files(tmp_path / "other")  # did not sign the server's certificate
     rds = connector_for(tls_pg, driver=driver, ssl_ca=other.ca, retry=Retry(sleep=no_sleep))
     with pytest.raises(Exception) as info:
         rds.connect(FakeContext())
     assert not isinstance(info.value, ConnectError)
     assert "certificate verify failed" in str(info.value)
-    assert tls_pg.wait_for_sessions(0, user="app") == 0
+    assert tls_pg.wait_new_sessions_gone(before_ids, user="app") == []
 
 
 def test_unverified_tls_still_encrypts_and_tls_off_is_clear_text(tls_pg: PostgresServer) -> None:
@@ -206,6 +207,7 @@ def test_starting_up_shutting_down_and_refused_are_retried(
 def test_bad_password_and_unknown_database_fail_at_once(
     tls_pg: PostgresServer, driver: str
 ) -> None:
+    before_ids = tls_pg.session_ids(user=None)
     for overrides, state in (
         ({"password": "not-" + SECRET}, "28P01"),
         ({"database": "nope"}, "3D000"),
@@ -215,7 +217,7 @@ def test_bad_password_and_unknown_database_fail_at_once(
             rds.connect(FakeContext())
         assert not isinstance(info.value, ConnectError)
         assert sqlstate(info.value) == state
-    assert tls_pg.wait_for_sessions(0, user="app") == 0
+    assert tls_pg.wait_new_sessions_gone(before_ids, user="app") == []
 
 
 def test_refused_gives_up_after_the_attempts_as_the_drivers_error(
@@ -631,6 +633,7 @@ def test_iam_without_tls_is_refused(provider: IAMTokenProvider) -> None:
 
 
 def test_reused_is_validated_after_a_thaw_and_by_max_age(tls_pg: PostgresServer) -> None:
+    before_ids = tls_pg.session_ids(user=None)
     db = connector_for(tls_pg).reused(max_age=3600)
 
     @managed_connection
@@ -640,15 +643,17 @@ def test_reused_is_validated_after_a_thaw_and_by_max_age(tls_pg: PostgresServer)
     first = handler({}, FakeContext())
     assert handler({}, FakeContext()) == first  # kept across invocations
     tls_pg.terminate(first)  # the proxy's idle timeout while the environment was frozen
-    tls_pg.wait_for_sessions(0, user="app")
+    assert tls_pg.wait_session_gone(first)
     second = handler({}, FakeContext())
     assert second != first
     db.max_age = 0.001
     time.sleep(0.01)
-    assert handler({}, FakeContext()) != second
-    assert tls_pg.wait_for_sessions(1, user="app") == 1  # the old one was closed
+    third = handler({}, FakeContext())
+    assert third != second
+    new = tls_pg.wait_new_sessions(before_ids, 1, user="app")
+    assert [s["pid"] for s in new] == [third]  # the old one was closed
     db.close()
-    assert tls_pg.wait_for_sessions(0, user="app") == 0
+    assert tls_pg.wait_new_sessions_gone(before_ids, user="app") == []
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -657,6 +662,7 @@ def test_per_invocation_connections_are_closed_on_the_server(
 ) -> None:
     """Kept by the handler (a leak), closed by the invocation's scope. psycopg2 takes the
     helper-thread connect here (another thread is alive): tracked all the same."""
+    before_ids = tls_pg.session_ids(user=None)
     from lambda_conn._rds import psycopg2_connect
 
     rds = connector_for(tls_pg, driver=driver)
@@ -677,7 +683,7 @@ def test_per_invocation_connections_are_closed_on_the_server(
     finally:
         other.set()
         bystander.join()
-    assert tls_pg.wait_for_sessions(0, user="app") == 0
+    assert tls_pg.wait_new_sessions_gone(before_ids, user="app") == []
     assert tls_pg.unclean_disconnects() == 0
     assert all(conn.closed for conn in kept)
 

@@ -104,6 +104,7 @@ def test_new_sessions_by_id_whatever_older_ones_do(
             assert [s[server.session_key] for s in left] == [own]
         finally:
             conn.close()
+        assert server.wait_session_gone(own)
         assert server.wait_new_sessions_gone(before) == []
         assert server.wait_new_sessions(before, 0) == []
         with pytest.raises(TypeError, match="session_ids"):

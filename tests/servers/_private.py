@@ -244,6 +244,16 @@ class PrivateServer(ClosingServer):
         snapshot ``before``; returns them (on timeout the last, different, list)."""
         return self._wait_new(before, lambda new: len(new) == n, user, timeout)
 
+    def wait_session_gone(self, session_id: int, timeout: float = 5.0) -> bool:
+        """Poll until session ``session_id`` (any user's) has ended; False if it is still
+        there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if session_id not in self.session_ids(user=None):
+                return True
+            time.sleep(0.01)
+        return False
+
     def _wait_new(
         self,
         before: AbstractSet[int],

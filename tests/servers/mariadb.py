@@ -544,15 +544,6 @@ class MariaDBServer(PrivateServer):
     end_session = kill
     session_id_sql = "SELECT CONNECTION_ID()"  # what end_session() takes
 
-    def wait_session_gone(self, session_id: int, timeout: float = 5.0) -> bool:
-        """Poll until session ``session_id`` has ended; False if it is still there."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if session_id not in {s["id"] for s in self.client_sessions(None)}:
-                return True
-            time.sleep(0.01)
-        return False
-
     def wait_threads_connected(self, n: int, timeout: float = 5.0) -> int:
         """Like :meth:`wait_for_sessions` for :meth:`threads_connected`."""
         return wait_for_count(self.threads_connected, n, timeout)
