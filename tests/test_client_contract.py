@@ -72,10 +72,6 @@ def _wait(predicate: Any, timeout: float = 5.0) -> bool:
     return True
 
 
-def _session_ids(server: Any) -> set[int]:
-    return {s.get("id", s.get("pid")) for s in server.client_sessions()}
-
-
 async def _session_id(db: Driver, conn: Any) -> int:
     rows = await db.run(conn, db.server.session_id_sql)
     return int(rows[0][0])
@@ -99,7 +95,7 @@ def test_a_kept_connection_is_closed_with_a_goodbye_inside_a_transaction(db: Dri
     assert open_fds() == fds
     assert not _is_open(kept[0])
     assert server.wait_new_sessions_gone(before) == []
-    assert session not in _session_ids(server)
+    assert session not in server.session_ids()
     assert server.unclean_closes() == unclean  # COM_QUIT / Terminate reached the server
 
 
@@ -203,7 +199,7 @@ def test_reused_connection_replaces_one_the_server_ended(sync_db: Driver) -> Non
     try:
         first = db.invoke(session_now)
         db.server.end_session(first)
-        assert _wait(lambda: first not in _session_ids(db.server))
+        assert db.server.wait_session_gone(first)
         time.sleep(0.05)  # the server's FIN reaches the client socket
         second = db.invoke(session_now)  # a dead connection is replaced, not handed out
         assert second != first

@@ -38,10 +38,6 @@ async def _session_id(db: Driver, conn: Any) -> int:
     return int(rows[0][0])
 
 
-def _ids(server: Any) -> set[int]:
-    return {s.get("id", s.get("pid")) for s in server.client_sessions()}
-
-
 def test_a_module_level_pool_that_grows_during_an_invocation_keeps_its_connections(
     pooled: tuple[DBPool, Driver],
 ) -> None:
@@ -59,7 +55,7 @@ def test_a_module_level_pool_that_grows_during_an_invocation_keeps_its_connectio
 
     try:
         made = db.invoke(two_sessions, on_leak="raise")
-        assert set(made) <= _ids(db.server)  # still connected once the invocation ended
+        assert set(made) <= db.server.session_ids()  # still connected once the invocation ended
         assert db.invoke(two_sessions, on_leak="raise") == made  # and handed out again
     finally:
         db.now(lambda: _wrap(db, spec.close(pool)))
@@ -166,7 +162,7 @@ def test_a_named_mysql_connector_pool_made_during_an_invocation_outlives_it(
             conn.close()  # back to the pool
 
     first = handler({}, None)
-    assert first in _ids(mariadb)
+    assert first in mariadb.session_ids()
     assert handler({}, None) == first  # the pool's connection, not a reconnect
     pool_conn = mysql.connector.connect(**kwargs)
     pool_conn._cnx_pool._remove_connections()

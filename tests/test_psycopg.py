@@ -22,10 +22,6 @@ from lambda_conn import managed_connection, register
 from tests.servers.fds import open_fds
 
 
-def backend_pids(postgres: Any) -> set[int]:
-    return {s["pid"] for s in postgres.client_sessions()}
-
-
 def leak_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "lambda_conn"]
     return [r for r in records if r["event"] == "connections_leaked"]
@@ -51,7 +47,7 @@ def test_connection_closed_with_terminate_when_handler_returns(postgres: Any) ->
     assert open_fds() == fds
     assert kept[0].closed and not kept[0].broken  # closed, not lost
     assert postgres.wait_new_sessions_gone(before) == []
-    assert pid not in backend_pids(postgres)
+    assert pid not in postgres.session_ids()
     # Terminate was sent: the backend did not see an unexpected EOF mid-transaction
     assert postgres.unclean_disconnects() == unclean
 
@@ -176,9 +172,7 @@ def test_backend_terminated_mid_invocation(postgres: Any) -> None:
         conn = psycopg.connect(**postgres.connect_kwargs())
         pid = conn.info.backend_pid
         assert postgres.terminate(pid)
-        deadline = time.monotonic() + 5
-        while pid in backend_pids(postgres) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        postgres.wait_session_gone(pid)  # let the terminate land
         conn.execute("SELECT 1")  # the server has gone away under us
 
     fds = open_fds()

@@ -92,10 +92,6 @@ def session_id(case: Case, server: Any, conn: Any) -> int:
     return int(case.client.run(conn, server.session_id_sql)[0][0])
 
 
-def session_ids(server: Any) -> set[int]:
-    return {s.get("id", s.get("pid")) for s in server.client_sessions()}
-
-
 def samples(server: Any) -> int:
     """Sampling statements the server has run (every session's)."""
     if isinstance(server, MariaDBServer):
@@ -156,7 +152,7 @@ def test_released_while_the_server_is_nearly_full_and_kept_below(
             assert server.wait_new_sessions_gone(before) == []
             # nor any user's (what Threads_connected counts): the sample's too
             assert server.wait_new_sessions_gone(every_user, user=None) == []
-            assert result["session"] not in session_ids(server)
+            assert result["session"] not in server.session_ids()
             assert not db.connected
             assert lambda_conn.stats()["released"] == released + 1
             [event] = events(caplog, "reused_connection_released")
@@ -169,7 +165,7 @@ def test_released_while_the_server_is_nearly_full_and_kept_below(
         after = handler({}, None)
         # THEN the next invocation reconnected, and below the threshold it keeps that one
         assert after["session"] != result["session"]
-        assert after["session"] in session_ids(server)
+        assert after["session"] in server.session_ids()
         assert db.connected
         clock.now += 5.0
         assert handler({}, None)["session"] == after["session"]
@@ -239,7 +235,7 @@ def test_a_sample_that_fails_never_loses_the_handlers_result(
         own = session_id(case, server, conn)
         conn.commit()  # nothing left to roll back: the end of the invocation goes to the sample
         server.end_session(own)  # the server ends the session before the sample runs
-        assert _gone(server, own)
+        assert server.wait_session_gone(own)
         return "the handler's result"
 
     try:
@@ -252,17 +248,6 @@ def test_a_sample_that_fails_never_loses_the_handlers_result(
         assert handler_for(case, server, db)({}, None)["answer"] == 42
     finally:
         db.close()
-
-
-def _gone(server: Any, session: int) -> bool:
-    import time
-
-    deadline = time.monotonic() + 5
-    while session in session_ids(server):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_a_client_that_cannot_be_sampled_is_kept_and_said_once(

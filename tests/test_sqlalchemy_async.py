@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -157,17 +156,8 @@ def test_connection_a_handler_leaves_checked_out_of_a_module_level_engine_is_inv
         with caplog.at_level(logging.WARNING):
             leaked = loop.run_until_complete(leaky({}, None))
             assert engine.pool.checkedout() == 0
-            assert _gone(server, leaked)  # invalidated: its session ended
+            assert server.wait_session_gone(leaked)  # invalidated: its session ended
             assert loop.run_until_complete(handler({}, None)) != leaked  # a fresh one
         assert _close_errors(caplog) == []
     finally:
         loop.run_until_complete(engine.dispose())
-
-
-def _gone(server: Any, session: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while session in {s.get("id", s.get("pid")) for s in server.client_sessions()}:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
