@@ -186,7 +186,7 @@ class PrivateServer(ClosingServer):
         raise NotImplementedError
 
     # What the client contract (tests/clients.py) asks of every database server, whatever
-    # its flavour, besides ``wait_for_sessions(n)``: unclean ends counted, sessions ended.
+    # its flavour: unclean ends counted, sessions ended, and sessions checked by id.
 
     def unclean_closes(self) -> int:
         """How many sessions ended without the client's goodbye (COM_QUIT / Terminate)."""

@@ -533,7 +533,12 @@ class MariaDBServer(PrivateServer):
         return rows[0][1] if rows else None
 
     def wait_for_sessions(self, n: int, user: str | None = USER, timeout: float = 5.0) -> int:
-        """Poll until exactly ``n`` sessions of ``user`` exist; returns the last count."""
+        """Poll until exactly ``n`` sessions of ``user`` exist; returns the last count.
+
+        An absolute count: for a server of the test's own. On a shared one another test's
+        session may end or linger meanwhile; snapshot :meth:`session_ids` first and use
+        :meth:`wait_new_sessions_gone` / :meth:`wait_new_sessions` instead.
+        """
         return wait_for_count(lambda: len(self.client_sessions(user)), n, timeout)
 
     def aborted_clients(self) -> int:

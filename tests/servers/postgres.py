@@ -539,7 +539,12 @@ class PostgresServer(PrivateServer):
         return sum(self.terminate(s["pid"]) for s in self.client_sessions(user))
 
     def wait_for_sessions(self, n: int, user: str | None = USER, timeout: float = 5.0) -> int:
-        """Poll until exactly ``n`` sessions of ``user`` exist; returns the last count."""
+        """Poll until exactly ``n`` sessions of ``user`` exist; returns the last count.
+
+        An absolute count: for a server of the test's own. On a shared one another test's
+        session may end or linger meanwhile; snapshot :meth:`session_ids` first and use
+        :meth:`wait_new_sessions_gone` / :meth:`wait_new_sessions` instead.
+        """
         return wait_for_count(lambda: len(self.client_sessions(user)), n, timeout)
 
     def log_text(self) -> str:
