@@ -89,15 +89,53 @@ def test_a_custom_adapter_is_closed_through_its_own_close_with_its_lent_connecti
     assert streamed.raw._connection is None or streamed.raw._connection.sock is None
 
 
+def test_an_adapter_built_in_the_invocation_is_tracked_once_with_its_lent_connection(
+    http_server: Any,
+) -> None:
+    from lambda_conn._integrations._requests import HTTP_ADAPTER, REQUESTS_SESSION
+
+    # GIVEN a handler that mounts an adapter it builds (retries configured), and leaves a
+    # streamed response unread through it
+    with managed_connection() as scope:
+        session = requests.Session()
+        session.mount("http://", requests.adapters.HTTPAdapter(max_retries=3))
+        streamed = session.get(http_server.url, timeout=5, stream=True)
+        # the two objects the handler built, each once: not also the adapter's PoolManager
+        kinds = [kind for _, kind in scope._resources.values()]
+        assert kinds == [REQUESTS_SESSION, HTTP_ADAPTER]
+    # THEN its lent connection is closed on the server's side
+    assert http_server.wait_open(0) == 0
+    assert streamed.raw._connection is None or streamed.raw._connection.sock is None
+
+
+def test_an_adapter_built_in_the_invocation_on_a_kept_session_is_closed(http_server: Any) -> None:
+    # GIVEN a Session kept across invocations, and an adapter an invocation builds and mounts
+    # on it, with a streamed response left unread
+    kept = requests.Session()
+    try:
+        with managed_connection():
+            kept.mount("http://", requests.adapters.HTTPAdapter(max_retries=3))
+            streamed = kept.get(http_server.url, timeout=5, stream=True)
+        # THEN that adapter's connection is closed at the end of the invocation
+        assert http_server.wait_open(0) == 0
+        assert streamed.raw._connection is None or streamed.raw._connection.sock is None
+    finally:
+        kept.close()
+
+
 def test_a_connection_lent_through_a_proxy_is_closed(http_server: Any) -> None:
     # GIVEN a Session whose HTTP goes through a proxy (the loopback server answers the
     # proxied request itself: nothing leaves loopback), a streamed response left unread
-    with managed_connection():
+    from lambda_conn._integrations._requests import REQUESTS_SESSION
+
+    with managed_connection() as scope:
         session = requests.Session()
         session.proxies = {"http": http_server.url}
         streamed = session.get("http://lambda-conn.invalid/", timeout=5, stream=True)
         assert streamed.status_code == 200
         assert http_server.wait_open(1) == 1
+        # the ProxyManager the adapter made is the Session's, not tracked on its own
+        assert [kind for _, kind in scope._resources.values()] == [REQUESTS_SESSION]
     # THEN the proxy manager's lent connection is closed on the server's side too
     assert http_server.wait_open(0) == 0
 

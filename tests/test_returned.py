@@ -78,6 +78,16 @@ def _requests_open(server: Any, chunked: str) -> Any:
     return session.get(f"{server.url}/bytes?n={N_BYTES}{chunked}", stream=True, timeout=10)
 
 
+_KEPT_SESSION = requests.Session()  # deliberate reuse; each invocation mounts its own adapter
+
+
+def _requests_adapter_open(server: Any, chunked: str) -> Any:
+    # the adapter is the invocation's (tracked itself), the Session it is mounted on is not
+    _KEPT_SESSION.mount("http://", requests.adapters.HTTPAdapter(max_retries=2))
+    url = f"{server.url}/bytes?n={N_BYTES}{chunked}"
+    return _KEPT_SESSION.get(url, stream=True, timeout=10)
+
+
 def _urllib3_open(server: Any, chunked: str) -> Any:
     manager = urllib3.PoolManager()
     return manager.request("GET", f"{server.url}/bytes?n={N_BYTES}{chunked}", preload_content=False)
@@ -111,6 +121,13 @@ def _rows(cursor: Any) -> list[int]:
 
 LAZY = [
     Lazy("requests", "http_server", _requests_open, lambda r: r.content, lambda r: r.close()),
+    Lazy(
+        "requests.adapter",
+        "http_server",
+        _requests_adapter_open,
+        lambda r: r.content,
+        lambda r: r.close(),
+    ),
     Lazy("urllib3", "http_server", _urllib3_open, lambda r: r.read(), lambda r: r.close()),
     Lazy("httpx", "http_server", _httpx_open, lambda r: r.read(), lambda r: r.close()),
     Lazy("pymysql", "mariadb", _pymysql_open, _rows, lambda c: c.close()),

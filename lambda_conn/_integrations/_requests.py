@@ -15,6 +15,7 @@ from lambda_conn._integrations._urllib3 import (
 )
 from lambda_conn._kinds import SHUT, Kind, reconnects, register_kind
 from lambda_conn._registry import Integration
+from lambda_conn._scope import untracked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,6 +76,40 @@ def _session_is_open(session: Any) -> bool:
     return any(pool_manager_is_open(m) for m in _managers_of(session))
 
 
+def _adapter_managers(adapter: Any) -> list[Any]:
+    attrs = adapter.__dict__
+    manager = attrs.get("poolmanager")
+    return ([manager] if manager is not None else []) + list(
+        attrs.get("proxy_manager", {}).values()
+    )
+
+
+def _close_adapter(adapter: Any) -> object:
+    """An adapter built in the invocation (``session.mount(..., HTTPAdapter(max_retries=3))``):
+    its own ``close()``, then its managers' connections still out with a response."""
+    adapter.close()
+    for manager in _adapter_managers(adapter):
+        close_open(manager.__dict__.get(_CONNS))
+    return SHUT
+
+
+HTTP_ADAPTER = Kind(
+    "requests.HTTPAdapter",
+    "requests",
+    close=_close_adapter,
+    is_open=lambda adapter: any(pool_manager_is_open(m) for m in _adapter_managers(adapter)),
+    remote=lambda adapter: [r for m in _adapter_managers(adapter) for r in pool_manager_remote(m)],
+    alive=reconnects,
+)
+
+
+def _proxy_manager_untracked(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    with untracked():  # the adapter's, made on its first proxied request: closed through it
+        return wrapped(*args, **kwargs)
+
+
 REQUESTS_SESSION = Kind(
     "requests.Session",
     "requests",
@@ -98,10 +133,16 @@ def patch_requests(requests: ModuleType) -> None:
     _SESSION_CLOSE = module.Session.close
     _ADAPTER_CLOSE = adapters.HTTPAdapter.close
 
-    # Tracked once: its adapters' PoolManagers are closed through the Session.
+    # Tracked once: its adapters' PoolManagers are closed through the Session; an adapter
+    # the handler builds is tracked itself, its PoolManager (and the ProxyManagers it makes
+    # on its first proxied requests) through it.
     track = tracker("requests", REQUESTS_SESSION, whole=True)
     wrapt.wrap_function_wrapper(module, "Session.__init__", track)
     register_kind(module.Session, REQUESTS_SESSION)
+    track_adapter = tracker("requests", HTTP_ADAPTER, whole=True)
+    wrapt.wrap_function_wrapper(adapters, "HTTPAdapter.__init__", track_adapter)
+    wrapt.wrap_function_wrapper(adapters, "HTTPAdapter.proxy_manager_for", _proxy_manager_untracked)
+    register_kind(adapters.HTTPAdapter, HTTP_ADAPTER)
 
 
 INTEGRATION = Integration("requests", hooks={"requests": patch_requests})

@@ -69,12 +69,17 @@ def _hold_connection(scope: Scope, pool: Any, conn: Any, name: str) -> Hold | No
 
 
 def _books_of(owner: Any, attr: str) -> list[Any]:
-    """The connection books of a tracked pool, PoolManager or requests Session."""
-    books = [getattr(owner, "__dict__", {}).get(attr)]
+    """The connection books of a tracked pool, PoolManager, requests Session or adapter."""
+    attrs = getattr(owner, "__dict__", {})
+    books = [attrs.get(attr)]
     if isinstance(getattr(owner, "adapters", None), dict):  # a requests Session
         from lambda_conn._integrations._requests import _managers_of
 
         books.extend(manager.__dict__.get(attr) for manager in _managers_of(owner))
+    elif "poolmanager" in attrs:  # a requests adapter the handler built
+        from lambda_conn._integrations._requests import _adapter_managers
+
+        books.extend(manager.__dict__.get(attr) for manager in _adapter_managers(owner))
     return [book for book in books if book is not None]
 
 
