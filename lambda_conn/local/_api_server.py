@@ -211,10 +211,9 @@ def _render(reply: Reply, keep_alive: bool) -> bytes:
     head = f"HTTP/1.1 {reply.status} {_PHRASES[reply.status]}\r\n"
     for name, value in reply.headers:
         head += f"{name}: {value}\r\n"
-    head += f"Content-Length: {len(reply.body)}\r\n"
-    if not keep_alive:
-        head += "Connection: close\r\n"
-    return (head + "\r\n").encode("latin-1") + reply.body
+    connection = "" if keep_alive else "Connection: close\r\n"
+    head = f"{head}{reply.head}Content-Length: {len(reply.body)}\r\n{connection}\r\n"
+    return head.encode("latin-1") + reply.body
 
 
 # The replies that never change, rendered once (keyed by identity: hashing a Reply would

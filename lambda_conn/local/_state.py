@@ -39,6 +39,8 @@ class Reply:
     status: int
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
+    #: Header lines already rendered ("Name: value\r\n" each), after ``headers``.
+    head: str = ""
 
 
 def _json_reply(status: int, payload: object, *headers: tuple[str, str]) -> Reply:
@@ -73,16 +75,17 @@ class Invocation:
     def answered(self) -> bool:
         return self.answered_at is not None
 
-    def next_headers(self) -> tuple[tuple[str, str], ...]:
-        """The headers of ``GET /runtime/invocation/next``."""
+    def next_head(self) -> str:
+        """The header lines of ``GET /runtime/invocation/next``, rendered in one go (a
+        tuple of pairs rendered one by one cost 4 us an invocation)."""
         return (
-            ("Content-Type", "application/json"),
-            ("Lambda-Runtime-Aws-Request-Id", self.request_id),
-            ("Lambda-Runtime-Deadline-Ms", str(self.deadline_ms)),
-            ("Lambda-Runtime-Invoked-Function-Arn", self.function_arn),
-            ("Lambda-Runtime-Trace-Id", self.trace_id),
-            ("Lambda-Runtime-Client-Context", ""),
-            ("Lambda-Runtime-Cognito-Identity", ""),
+            "Content-Type: application/json\r\n"
+            f"Lambda-Runtime-Aws-Request-Id: {self.request_id}\r\n"
+            f"Lambda-Runtime-Deadline-Ms: {self.deadline_ms}\r\n"
+            f"Lambda-Runtime-Invoked-Function-Arn: {self.function_arn}\r\n"
+            f"Lambda-Runtime-Trace-Id: {self.trace_id}\r\n"
+            "Lambda-Runtime-Client-Context: \r\n"
+            "Lambda-Runtime-Cognito-Identity: \r\n"
         )
 
     def invoke_event(self) -> bytes:
@@ -131,7 +134,7 @@ class SandboxState:
         if inv is None:
             return None
         self._current, self._pending = inv, None
-        return Reply(200, inv.payload, inv.next_headers())
+        return Reply(200, inv.payload, head=inv.next_head())
 
     def runtime_response(self, request_id: str, body: bytes) -> Reply:
         """Store the response *before* answering 202: the caller has it from this point."""

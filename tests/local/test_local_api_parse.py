@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lambda_conn.local._api_server import _BadRequest, _encode, _parse_by_line, parse_request
-from lambda_conn.local._state import ACCEPTED, Reply
+from lambda_conn.local._state import ACCEPTED, Invocation, Reply
 
 CURL_POST = (
     b"POST /2018-06-01/runtime/invocation/51d61ce1/error HTTP/1.1\r\n"
@@ -90,3 +90,33 @@ def test_a_constant_reply_rendered_once_is_the_same_bytes_as_rendered_each_time(
         b'\r\n\r\n{"status": "OK"}'
     )
     assert (b"Connection: close\r\n" in wire) is not keep_alive
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_the_next_reply_is_the_event_with_lambdas_headers_in_order(keep_alive):
+    # rendered from one string per invocation (next_head), the same bytes as the header
+    # pairs rendered one by one, in Lambda's order
+    inv = Invocation(
+        request_id="d930ca07-564b-4f40-9d72-1107461c53d4",
+        payload=b'{"bench": 1}',
+        deadline_ms=1764790000123,
+        trace_id="Root=1-6930a0b0-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=0",
+        function_arn="arn:aws:lambda:us-east-1:000000000000:function:app",
+    )
+    pairs = (
+        ("Content-Type", "application/json"),
+        ("Lambda-Runtime-Aws-Request-Id", inv.request_id),
+        ("Lambda-Runtime-Deadline-Ms", str(inv.deadline_ms)),
+        ("Lambda-Runtime-Invoked-Function-Arn", inv.function_arn),
+        ("Lambda-Runtime-Trace-Id", inv.trace_id),
+        ("Lambda-Runtime-Client-Context", ""),
+        ("Lambda-Runtime-Cognito-Identity", ""),
+    )
+    wire = _encode(Reply(200, inv.payload, head=inv.next_head()), keep_alive)
+    assert wire == _encode(Reply(200, inv.payload, pairs), keep_alive)
+    expected = b"HTTP/1.1 200 OK\r\n" + b"".join(
+        f"{name}: {value}\r\n".encode() for name, value in pairs
+    )
+    expected += b"Content-Length: 12\r\n"
+    expected += b"" if keep_alive else b"Connection: close\r\n"
+    assert wire == expected + b'\r\n{"bench": 1}'
