@@ -408,16 +408,19 @@ def test_a_per_invocation_connection_is_closed_by_managed_connection(
 ) -> None:
     before_ids = tls_mariadb.session_ids(user=None)
     rds = connector_for(tls_mariadb)
+    kept: list[Any] = []  # a kept reference: only the scope's close can end the session
 
     @managed_connection
     def handler(event: dict[str, Any], context: Any) -> int:
         conn = rds.connect(context)  # not closed here: the scope closes it
+        kept.append(conn)
         with conn.cursor() as cur:
             cur.execute("SELECT 41 + 1")
             return int(cur.fetchone()[0])
 
     assert handler({}, FakeContext(5000)) == 42
     assert tls_mariadb.wait_new_sessions_gone(before_ids) == []
+    assert not kept[0].open
 
 
 def test_reused_connection_reconnects_within_each_invocation(
