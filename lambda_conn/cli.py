@@ -588,6 +588,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except RuntimeError as exc:
+        from lambda_conn.local._environment import DescriptorLimitError
+
+        if not isinstance(exc, DescriptorLimitError):
+            raise
+        # the machine, not the handler, before any result: said plainly, not a traceback
+        print(f"lambda-conn {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

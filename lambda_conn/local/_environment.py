@@ -32,7 +32,7 @@ from lambda_conn.local._constants import FD_LIMIT, INTERNAL_EXTENSION_GRACE_S, P
 from lambda_conn.local._records import ShutdownRecord
 from lambda_conn.local._state import Invocation, SandboxState
 
-__all__ = ["Ending", "EnvironmentThread", "ExecutionEnvironment"]
+__all__ = ["DescriptorLimitError", "Ending", "EnvironmentThread", "ExecutionEnvironment"]
 
 Ending = Literal["exit", "memory", "timeout"]  # what cut a wait short
 
@@ -57,6 +57,24 @@ def _limit_fds_and_die_with_supervisor(supervisor: int) -> None:
     _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
     if os.getppid() != supervisor:
         os._exit(1)
+
+
+class DescriptorLimitError(RuntimeError):
+    """This process cannot give a runtime Lambda's descriptor limit (its hard
+    RLIMIT_NOFILE is lower, and it may not raise it)."""
+
+
+def _descriptor_limit_error() -> DescriptorLimitError | None:
+    """Why the pre-exec step failed, when it is the limit; None for anything else."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= FD_LIMIT:
+        return None
+    return DescriptorLimitError(
+        f"RLIMIT_NOFILE's hard limit here is {hard}, below the {FD_LIMIT} descriptors "
+        f"Lambda gives a function, and this process may not raise it: an environment "
+        f"cannot be given Lambda's limit, and a leak would fail sooner than on Lambda. "
+        f"Raise it before running (`ulimit -Hn {FD_LIMIT}`, or as root)"
+    )
 
 
 class EnvironmentThread(threading.Thread):
@@ -138,8 +156,13 @@ class ExecutionEnvironment:
                 if _dies_with_forking_thread()
                 else _LIMIT_FDS,
             )
-        except BaseException:
+        except BaseException as exc:
             self.server.stop()
+            limit = (
+                _descriptor_limit_error() if isinstance(exc, subprocess.SubprocessError) else None
+            )
+            if limit is not None:
+                raise limit from exc
             raise
         self._open_proc_files(self._proc.pid)
 

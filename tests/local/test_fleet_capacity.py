@@ -226,3 +226,30 @@ print("after", resource.getrlimit(resource.RLIMIT_NOFILE))
     open_before = int(out.split(" were open before the first")[0].rsplit(" ", 1)[1])
     assert _fit(out) == (HARD - open_before - 16) // 7 < 150
     assert out.endswith(f"after ({SOFT}, {HARD})")
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_hard_descriptor_limit_below_lambdas_is_said_plainly(write_handler, concurrency):
+    """A supervisor whose hard RLIMIT_NOFILE is below Lambda's 1,024 and which may not raise
+    it (not privileged: as root, CAP_SYS_RESOURCE is dropped) cannot give a runtime Lambda's
+    limit: ``soak`` says so and exits 2 before any invocation, with no traceback."""
+    root = write_handler("app", HANDLERS)
+    low = 256
+    unprivileged = ["setpriv", "--bounding-set=-sys_resource"] if os.geteuid() == 0 else []
+    limit = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({low}, {low}))"
+    cli = "import sys; from lambda_conn.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["soak", "app.ok", "-n", "3", "--concurrency", str(concurrency)]
+    done = subprocess.run(
+        [*unprivileged, sys.executable, "-c", f"{limit}\n{cli}", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"lambda-conn soak: RLIMIT_NOFILE's hard limit here is {low}, below the 1024" in (
+        done.stderr
+    )
+    assert "ulimit -Hn 1024" in done.stderr
+    assert "Traceback" not in done.stderr
