@@ -189,6 +189,55 @@ def test_a_reused_connection_is_probed_and_found_dead_once_the_server_ended_it(
     assert not connection_alive(conn)
 
 
+def test_a_reused_async_connection_is_dead_once_its_event_loop_has_closed(
+    async_db: Driver,
+) -> None:
+    """A sync handler that runs ``asyncio.run()`` per invocation: the connection it kept
+    is bound to a loop that closed when ``asyncio.run()`` returned, and cannot serve the
+    next one's loop ("attached to a different loop", "Event loop is closed"): the probe
+    must say dead, though the server still holds the session and the socket is open."""
+    import asyncio
+
+    kept: list[Any] = []
+
+    async def first_invocation() -> None:
+        kept.append(await async_db.client.connect(async_db.server))
+        assert connection_alive(kept[0])  # on its own running loop
+
+    before = async_db.server.session_ids()
+    asyncio.run(first_invocation())
+    conn = kept[0]
+    try:
+        assert _is_open(conn)  # the socket and the server's session are still there
+        assert not connection_alive(conn), "the probe trusts a connection of a closed loop"
+
+        async def on_another_loop() -> bool:
+            return connection_alive(conn)
+
+        assert not asyncio.run(on_another_loop())
+    finally:
+        kind = kind_of(conn)
+        assert kind.close is not None
+        kind.close(conn)  # outside any loop: the scope's close path for a closed loop
+    assert async_db.server.wait_new_sessions_gone(before) == []
+
+
+def test_a_reused_async_connection_on_another_running_loop_is_dead(async_db: Driver) -> None:
+    """Bound to a loop that is still open but not the one running here: unusable too."""
+    conn = async_db.now(async_db.connect)  # on the driver's own loop, left open
+    try:
+        assert connection_alive(conn)  # no loop running here: its own loop can still run it
+        import asyncio
+
+        async def on_another_loop() -> bool:
+            return connection_alive(conn)
+
+        assert not asyncio.run(on_another_loop())
+        assert connection_alive(conn)
+    finally:
+        _close(async_db, conn)
+
+
 def test_reused_connection_replaces_one_the_server_ended(sync_db: Driver) -> None:
     db = sync_db
     reused = reused_connection(lambda: db.client.connect(db.server), name=db.client.name)

@@ -168,3 +168,36 @@ def test_a_named_mysql_connector_pool_made_during_an_invocation_outlives_it(
     pool_conn._cnx_pool._remove_connections()
     pool_conn._cnx.close()
     pool_conn._cnx = None
+
+
+@pytest.fixture(params=[spec for spec in DB_POOLS if spec.client.is_async], ids=str)
+def async_pooled(request: pytest.FixtureRequest) -> Iterator[tuple[DBPool, Driver]]:
+    spec: DBPool = request.param
+    yield spec, Driver(spec.client, request.getfixturevalue(spec.client.server), None)
+
+
+def test_a_kept_async_pool_is_dead_once_its_event_loop_has_closed(
+    async_pooled: tuple[DBPool, Driver],
+) -> None:
+    """A pool replaces its dead connections itself, but only on its own loop: one kept
+    by a sync handler's ``asyncio.run()`` cannot serve the next one's loop."""
+    from lambda_conn._kinds import kind_of
+    from lambda_conn._liveness import connection_alive
+
+    spec, db = async_pooled
+    kept: list[Any] = []
+
+    async def first_invocation() -> None:
+        kept.append(await spec.make(db.server, 1))
+        assert connection_alive(kept[0])
+
+    before = db.server.session_ids()
+    asyncio.run(first_invocation())
+    pool = kept[0]
+    try:
+        assert not connection_alive(pool), "the probe trusts a pool of a closed loop"
+    finally:
+        kind = kind_of(pool)
+        assert kind.close is not None
+        kind.close(pool)
+    assert db.server.wait_new_sessions_gone(before) == []

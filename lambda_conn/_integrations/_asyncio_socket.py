@@ -22,6 +22,20 @@ def raw_socket(transport: Any) -> Any:
     return getattr(wrapper, "_sock", wrapper)
 
 
+def loop_usable(loop: Any) -> bool:
+    """Whether a client bound to ``loop`` can serve the code asking: its loop is not closed
+    (a sync handler's ``asyncio.run()`` closes its loop when it returns, and the next one
+    makes a new loop), and is the loop running here, if one is. None: not bound yet."""
+    if loop is None:
+        return True
+    if loop.is_closed():
+        return False
+    import asyncio  # loaded: the client is an asyncio one
+
+    running = asyncio._get_running_loop()
+    return running is None or running is loop
+
+
 def socket_open(sock: Any) -> bool:
     try:
         return sock is not None and sock.fileno() >= 0

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from lambda_conn._integrations._asyncio_socket import (
     close_outside_loop,
+    loop_usable,
     raw_socket,
     socket_open,
 )
 from lambda_conn._integrations._track import pool_probes, tracker, untracked_await
-from lambda_conn._kinds import Kind, reconnects, register_kind
+from lambda_conn._kinds import Kind, register_kind
 from lambda_conn._liveness import socket_idle_and_open
 from lambda_conn._registry import Integration, Statements
 
@@ -71,7 +72,12 @@ def _is_open(conn: Any) -> bool:
 
 
 def _alive(conn: Any) -> bool:
-    return not conn.is_closed() and socket_idle_and_open(_socket(conn))
+    return not conn.is_closed() and loop_usable(conn._loop) and socket_idle_and_open(_socket(conn))
+
+
+def _pool_alive(pool: Any) -> bool:
+    """A pool replaces dead connections itself, but only on its own loop."""
+    return loop_usable(pool._loop)
 
 
 def _remote(conn: Any) -> list[str]:
@@ -135,7 +141,7 @@ POOL = Kind(
     aclose=_aclose_pool,
     is_open=_pool_is_open,
     remote=_pool_remote,
-    alive=reconnects,
+    alive=_pool_alive,
 )
 
 

@@ -241,12 +241,13 @@ async def _aio_aclose(cnx: Any) -> None:
 
 
 def _aio_alive(cnx: Any) -> bool:
-    from lambda_conn._integrations._asyncio_socket import socket_open
+    from lambda_conn._integrations._asyncio_socket import loop_usable, socket_open
 
     parts = _aio_parts(cnx)
     return (
         cnx._socket is not None
         and parts is not None
+        and loop_usable(parts[2])
         and socket_open(parts[1])
         and socket_idle_and_open(parts[1])
     )
