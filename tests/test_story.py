@@ -188,14 +188,17 @@ def test_with_the_decorator_each_drivers_story_succeeds_and_leaves_nothing_open(
 
 
 # --------------------------------------------------------------------------- more clients
-# handler -> the server it talks to. Each keeps one client per invocation in a cache. (The
-# other forms, redis pools and redis.asyncio, are in tests/test_contract.py: each story runs
-# 2,500 invocations, and the suite has a time budget. boto3 talks to the counting HTTP
-# server here, SQS's JSON protocol: moto answers a request in tens of milliseconds.)
+# handler -> the server it talks to. Each keeps one client (or pool, or connector) per
+# invocation in a cache. (boto3 talks to the counting HTTP server here, SQS's JSON protocol:
+# moto answers a request in tens of milliseconds.)
 CLIENT_STORIES = {
     "aiohttp_handlers:session_per_call": "http_server",
     "aiohttp_handlers:session_inside_asyncio_run": "http_server",
+    "aiohttp_handlers:connector_per_call": "http_server",
     "redis_handlers:client_per_call": "redis_server",
+    "redis_handlers:pool_per_call": "redis_server",
+    "redis_handlers:asyncio_client_per_call": "redis_server",
+    "redis_handlers:asyncio_pool_per_call": "redis_server",
     "boto3_handlers:client_per_call": "aws_http_server",
 }
 
