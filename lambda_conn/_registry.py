@@ -243,11 +243,22 @@ def register_client(integration: Integration) -> Integration:
             raise ConfigurationError(
                 "name", integration.name, f"a client name not taken already (by {existing!r})"
             )
+        if integration.origin == "lambda_conn":  # not a built-in: say where it comes from
+            integration.origin = _defined_in(integration)
         _by_name[integration.name] = integration
         callbacks = list(_on_register)
     for callback in callbacks:
         callback(integration)
     return integration
+
+
+def _defined_in(integration: Integration) -> str:
+    """The module that defines a registered integration's patches (what logs name)."""
+    for patch in integration.hooks.values():
+        module = getattr(patch, "__module__", None)
+        if isinstance(module, str) and module and not module.startswith("lambda_conn."):
+            return module
+    return f"register_client({integration.name!r})"
 
 
 def client_names(*, with_plugins: bool = False) -> tuple[str, ...]:

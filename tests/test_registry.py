@@ -205,19 +205,34 @@ def test_a_plugin_named_in_clients_is_accepted_and_an_unknown_name_lists_it(
     assert "toyclient" in message and "pymysql" in message
 
 
+BROKEN_ON_IMPORT = "raise RuntimeError('plugin bug')\n"
+BROKEN_PATCH = """
+from lambda_conn import Integration
+
+def _patch(module):
+    raise RuntimeError("patch bug")
+
+INTEGRATION = Integration("toyclient", hooks={"toyclient": _patch})
+"""
+
+
 @pytest.mark.parametrize(
-    "entry_value",
-    ["lambda_conn_broken:INTEGRATION", "lambda_conn_toyclient:CONNECTION"],
-    ids=["raises-on-import", "not-an-integration"],
+    ("entry_value", "source"),
+    [
+        ("lambda_conn_broken:INTEGRATION", BROKEN_ON_IMPORT),
+        ("lambda_conn_toyclient:CONNECTION", BROKEN_ON_IMPORT),
+        ("lambda_conn_broken:INTEGRATION", BROKEN_PATCH),
+    ],
+    ids=["raises-on-import", "not-an-integration", "patch-raises"],
 )
 def test_a_plugin_that_fails_to_load_is_logged_and_never_breaks_the_import(
-    tmp_path: Path, silent_server: SilentTCPServer, entry_value: str
+    tmp_path: Path, silent_server: SilentTCPServer, entry_value: str, source: str
 ) -> None:
     site = tmp_path / "site"
     site.mkdir()
     for name in ("toyclient.py", "lambda_conn_toyclient.py"):
         shutil.copy(EXAMPLE / name, site / name)
-    (site / "lambda_conn_broken.py").write_text("raise RuntimeError('plugin bug')\n")
+    (site / "lambda_conn_broken.py").write_text(source)
     _dist_info(site, "lambda_conn_broken", f"[lambda_conn.clients]\ntoyclient = {entry_value}\n")
     code = """
         import json, logging, sys
@@ -238,8 +253,41 @@ def test_a_plugin_that_fails_to_load_is_logged_and_never_breaks_the_import(
     assert json.loads(out.stdout) == "ok"
     (line,) = [json.loads(x) for x in out.stderr.splitlines() if "tracking_unavailable" in x]
     assert line["plugin"] == "lambda_conn_broken"
-    assert line["entry_point"] == entry_value
     assert line["module"] == "toyclient"
+    if source is BROKEN_PATCH:  # loaded: its patch raised on the user's import
+        assert line["client"] == "toyclient"
+        assert "patch bug" in line["error"]
+    else:
+        assert line["entry_point"] == entry_value
+
+
+def test_a_registered_client_whose_patch_raises_is_logged_by_name(tmp_path: Path) -> None:
+    """register_client() has no distribution: the log names the module that defines it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(EXAMPLE / "toyclient.py", site / "toyclient.py")
+    (site / "my_toy_plugin.py").write_text(BROKEN_PATCH)
+    code = """
+        import json, logging, sys
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+        import my_toy_plugin
+        from lambda_conn import managed_connection, register_client
+
+        @managed_connection
+        def handler(event, context):
+            import toyclient  # patched now: the patch raises, the import must not
+            return toyclient.__name__
+
+        register_client(my_toy_plugin.INTEGRATION)
+        print(json.dumps(handler({}, None)))
+    """
+    out = run_with(site, code)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == "toyclient"
+    (line,) = [json.loads(x) for x in out.stderr.splitlines() if "tracking_unavailable" in x]
+    assert line["plugin"] == "my_toy_plugin"
+    assert line["client"] == "toyclient" and line["module"] == "toyclient"
+    assert "patch bug" in line["error"]
 
 
 def test_register_client_at_run_time_tracks_without_an_entry_point(
