@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -112,6 +114,41 @@ def test_new_sessions_by_id_whatever_older_ones_do(
     finally:
         for c in older:
             c.close()
+
+
+def _drop(conn: Any) -> None:
+    """Vanish from under a psycopg connection: the socket shut, no Terminate sent."""
+    sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def test_postgres_unclean_ends_are_counted_by_session(postgres: Any) -> None:
+    """An older session dropped during "this test" moves the server-wide count but not
+    the count since the test's mark; the test's own dropped session is counted, by pid."""
+    older = postgres.connect()  # what an earlier test may leave behind, in a transaction
+    older.execute("SELECT 1")
+    try:
+        mark = postgres.unclean_mark()
+        everyone = postgres.unclean_disconnects()
+        own = postgres.connect()
+        try:
+            own.execute("SELECT 1")
+            pid = own.info.backend_pid
+            _drop(older)
+            assert postgres.wait_session_gone(older.info.backend_pid)
+            assert postgres.unclean_disconnects() == everyone + 1
+            assert postgres.unclean_closes_since(mark) == 0
+            _drop(own)
+            assert postgres.wait_session_gone(pid)
+            assert postgres.unclean_disconnects() == everyone + 2
+            assert postgres.unclean_closes_since(mark) == 1
+            assert postgres.unclean_disconnects({pid}) == 1
+            assert postgres.unclean_disconnects({pid}, since=postgres.unclean_mark()) == 0
+        finally:
+            own.close()
+    finally:
+        older.close()
 
 
 def test_stop_start_restart_same_port(make_mariadb: Callable[..., MariaDBServer]) -> None:

@@ -189,7 +189,23 @@ class PrivateServer(ClosingServer):
     # its flavour: unclean ends counted, sessions ended, and sessions checked by id.
 
     def unclean_closes(self) -> int:
-        """How many sessions ended without the client's goodbye (COM_QUIT / Terminate)."""
+        """How many sessions ended without the client's goodbye (COM_QUIT / Terminate).
+
+        A server-wide count: on a shared server an earlier test's session that ends
+        uncleanly meanwhile moves it too. Prefer :meth:`unclean_mark` /
+        :meth:`unclean_closes_since` in tests.
+        """
+        raise NotImplementedError
+
+    def unclean_mark(self) -> Any:
+        """Taken at a test's start, for :meth:`unclean_closes_since` at its end."""
+        raise NotImplementedError
+
+    def unclean_closes_since(self, mark: Any) -> int:
+        """Unclean ends since ``mark`` (:meth:`unclean_mark`) of sessions that were not
+        open when it was taken, where the server can tell whose session ended
+        (PostgreSQL's log names the backend pid); MariaDB's ``Aborted_clients`` cannot
+        name the session, so there it is the server-wide count's growth."""
         raise NotImplementedError
 
     #: The SQL a client runs to learn its session's id, as :meth:`end_session` takes it.

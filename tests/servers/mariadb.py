@@ -546,6 +546,15 @@ class MariaDBServer(PrivateServer):
         return int(self.query("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1])
 
     unclean_closes = aborted_clients
+
+    def unclean_mark(self) -> int:
+        return self.aborted_clients()
+
+    def unclean_closes_since(self, mark: int) -> int:
+        """Server-wide: ``Aborted_clients`` does not say whose session it counted, so an
+        earlier test's session dropped meanwhile is counted too."""
+        return self.aborted_clients() - mark
+
     end_session = kill
     session_id_sql = "SELECT CONNECTION_ID()"  # what end_session() takes
 

@@ -27,8 +27,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import psycopg
@@ -79,6 +80,16 @@ DEFAULT_SETTINGS: dict[str, SettingValue] = {
 #: What a backend logs when its client vanished without a Terminate message while a
 #: transaction was open (psycopg opens one on the first query unless autocommit).
 UNCLEAN_EOF = "unexpected EOF on client connection"
+
+#: Such a line, with the backend pid ``log_line_prefix`` puts in brackets (``[%p]``).
+_UNCLEAN_LINE = re.compile(rb"^[^\n\[]*\[(\d+)\] [^\n]*" + re.escape(UNCLEAN_EOF.encode()), re.M)
+
+
+class UncleanMark(NamedTuple):
+    """Where a test started: the server log's size and the sessions open then."""
+
+    offset: int
+    sessions: frozenset[int]
 
 
 class PostgresError(RuntimeError):
@@ -550,11 +561,38 @@ class PostgresServer(PrivateServer):
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def unclean_disconnects(self) -> int:
-        """Sessions that ended without a Terminate message inside a transaction."""
-        return self.log_text().count(UNCLEAN_EOF)
+    def unclean_disconnects(
+        self, pids: AbstractSet[int] | None = None, *, since: UncleanMark | None = None
+    ) -> int:
+        """Sessions that ended without a Terminate message inside a transaction.
+
+        Without arguments, the whole log's count (any session's, since the server was
+        made). ``pids``: only lines of those backends. ``since`` (:meth:`unclean_mark`):
+        only lines logged after the mark, by backends that were not open when it was
+        taken, i.e. the test's own sessions, not an earlier test's ending meanwhile.
+        The log offset matters: pids are handed out again once the kernel's counter wraps.
+        """
+        data = self.log.read_bytes()
+        if since is not None:
+            data = data[since.offset :]
+        pids_seen = [int(p) for p in _UNCLEAN_LINE.findall(data)]
+        if since is not None:
+            pids_seen = [p for p in pids_seen if p not in since.sessions]
+        if pids is not None:
+            pids_seen = [p for p in pids_seen if p in pids]
+        return len(pids_seen)
 
     unclean_closes = unclean_disconnects
+
+    def unclean_mark(self) -> UncleanMark:
+        """The log's end now and every user's open sessions (snapshot before the offset, so
+        a session opened in between is taken for the test's own, not hidden)."""
+        sessions = self.session_ids(user=None)
+        return UncleanMark(self.log.stat().st_size, sessions)
+
+    def unclean_closes_since(self, mark: UncleanMark) -> int:
+        return self.unclean_disconnects(since=mark)
+
     end_session = terminate
     session_id_sql = "SELECT pg_backend_pid()"  # what end_session() takes
 
