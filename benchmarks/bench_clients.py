@@ -64,10 +64,10 @@ def bench_client_close(repeat: int) -> str:
                 else:
                     scope.close()
                 by_scope.append((time.perf_counter() - start) * 1e6)
-            rows.append((f"{client.name}: its own close", by_hand))
-            rows.append((f"{client.name}: closed by the scope", by_scope))
+            rows.append((f"{client}: its own close", by_hand))
+            rows.append((f"{client}: closed by the scope", by_scope))
             ratio = statistics.median(by_scope) / statistics.median(by_hand)
-            summary.append(f"{client.name} {ratio:.2f}x")
+            summary.append(f"{client} {ratio:.2f}x")
     loop.close()
     return (
         table("Closing one connection: the client's own close vs the scope's", rows)
