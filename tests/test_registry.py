@@ -163,9 +163,53 @@ PLUGIN_STORY = """
 
     loaded_before = "lambda_conn_toyclient" in sys.modules
     assert handler({}, None) == "ok"
+
+    # remote: a connection its close leaves open is reported with host:port
+    import lambda_conn_toyclient
+    from lambda_conn import reused_connection
+    leaks = []
+    class Capture(logging.Handler):
+        def emit(self, record):
+            event = json.loads(record.getMessage())
+            if event["event"] == "connections_leaked":
+                leaks.extend(event["connections"])
+    logging.getLogger("lambda_conn").addHandler(Capture())
+    close = lambda_conn_toyclient.CONNECTION.close
+    lambda_conn_toyclient.CONNECTION.close = lambda conn: None
+    try:
+        handler({}, None)
+    finally:
+        lambda_conn_toyclient.CONNECTION.close = close
+    kept.pop().close()
+
+    # alive: a kept connection the server hung up on is replaced; a healthy one is reused
+    from tests.servers.silent import SilentTCPServer
+    with SilentTCPServer() as server:
+        import toyclient
+        db = reused_connection(lambda: toyclient.connect(server.host, server.port))
+
+        @managed_connection
+        def reusing(event, context):
+            conn = db()
+            conn.send(b"ping")
+            return conn
+
+        first = reusing({}, None)
+        same = reusing({}, None) is first
+        server.wait_open(1)  # accepted by the server thread: there is one to drop
+        server.drop_connections()
+        server.wait_open(0)
+        replaced = reusing({}, None) is not first
+        server.wait_open(1)  # the replacement, once the server thread has accepted it
+        reuse = {"same_when_healthy": same, "replaced_when_dropped": replaced,
+                 "accepted": server.accepted}
+        db._conn.close()
+
     print(json.dumps({
         "loaded_before_import": loaded_before,
         "closed": kept[0].closed,
+        "leaked": leaks,
+        "reuse": reuse,
         "metadata_machinery": "importlib.metadata" in sys.modules,
         "clients": list(lambda_conn.CLIENTS),
     }))
@@ -180,10 +224,30 @@ def test_an_installed_plugin_tracks_its_client_and_loads_only_with_it(
     result = json.loads(out.stdout)
     assert result["closed"] is True
     assert silent_server.wait_open(0) == 0  # the server saw the connection end
-    assert silent_server.accepted == 1
+    assert silent_server.accepted == 2
+    (leak,) = result["leaked"]
+    assert leak["kind"] == "toyclient.Connection"
+    assert leak["remote"] == [f"127.0.0.1:{silent_server.port}"]
+    assert result["reuse"] == {
+        "same_when_healthy": True,
+        "replaced_when_dropped": True,
+        "accepted": 2,
+    }
     assert result["loaded_before_import"] is False  # decorating did not load the plugin
     assert result["metadata_machinery"] is False
     assert "toyclient" in result["clients"]
+
+
+def test_the_plugin_docs_show_the_tested_example() -> None:
+    """docs/plugins.md's code is examples/plugin/lambda_conn_toyclient.py below its
+    docstring, so the code a reader copies is the code the tests above run."""
+    page = (ROOT / "docs" / "plugins.md").read_text()
+    pieces = page[page.index("## The pieces") :]
+    block = pieces[pieces.index("```python\n") + len("```python\n") :]
+    block = block[: block.index("```\n")]
+    example = (EXAMPLE / "lambda_conn_toyclient.py").read_text()
+    future = "from __future__ import annotations\n\n"
+    assert block == example[example.index(future) + len(future) :]
 
 
 def test_a_plugin_named_in_clients_is_accepted_and_an_unknown_name_lists_it(

@@ -2,45 +2,28 @@
 
 lambda_conn imports this module only once ``toyclient`` itself is imported (the entry
 point's name says which module), so it may import ``toyclient`` at the top; it must not
-import anything costly besides.
+import anything costly besides. docs/plugins.md shows the code below it verbatim
+(tests/test_registry.py checks that it does).
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
 
 from lambda_conn import Integration, Kind, socket_idle_and_open
 
-
-def _close(conn: Any) -> None:
-    conn.close()  # idempotent, as a Kind's close must be
-
-
-def _is_open(conn: Any) -> bool:
-    return conn.sock is not None
-
-
-def _remote(conn: Any) -> list[str]:
-    return [f"{conn.host}:{conn.port}"]
-
-
-def _alive(conn: Any) -> bool:
-    # No round trip: an idle socket that is readable means the server hung up.
-    return conn.sock is not None and socket_idle_and_open(conn.sock)
-
-
 CONNECTION = Kind(
-    "toyclient.Connection",
-    "toyclient",
-    close=_close,
-    is_open=_is_open,
-    remote=_remote,
-    alive=_alive,
+    "toyclient.Connection",  # how leak reports and close_failed name it
+    "toyclient",  # the client it belongs to
+    close=lambda conn: conn.close(),  # must be idempotent; never raises for a closed one
+    is_open=lambda conn: conn.sock is not None,  # asked after close: a leak if True
+    remote=lambda conn: [f"{conn.host}:{conn.port}"],  # host:port for the leak report
+    # probe of a reused one, no round trip: an idle socket that is readable = server hung up
+    alive=lambda conn: conn.sock is not None and socket_idle_and_open(conn.sock),
 )
 
 
-def _patch(toyclient: ModuleType) -> None:
+def _patch(toyclient: ModuleType) -> None:  # runs once `toyclient` is imported
     INTEGRATION.track(toyclient.Connection, CONNECTION)
 
 

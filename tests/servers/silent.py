@@ -66,6 +66,17 @@ class SilentTCPServer(ClosingServer):
                 return count
             time.sleep(0.005)
 
+    def drop_connections(self) -> None:
+        """Hang up on every open connection, as a server's idle timeout does.
+
+        Only shuts them down (safe from any thread): the clients read EOF, and the server's
+        loop then reads its own EOF and forgets them."""
+        with self._lock:
+            conns = list(self._open)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
     def _drop(self, conn: socket.socket) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn)
