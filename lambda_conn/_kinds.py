@@ -34,8 +34,10 @@ class Kind:
     used instead inside async scopes when present. ``is_open`` is asked after closing, so a
     leak is reported only for what really stayed open. ``alive`` is the cheap probe run on a
     connection reused across invocations (after a thaw the server may have dropped it):
-    no round trip, just whether its socket is still usable; it defaults to ``is_open``, and
-    :func:`reconnects` declares a client that replaces dead connections by itself (a pool).
+    no round trip, just whether its socket is still usable. :func:`reconnects` declares a
+    client that replaces dead connections by itself (a pool). Left out, ``alive`` is
+    ``is_open`` when that is given, else :func:`reconnects`: a Kind with neither is
+    trusted when reused, so every built-in Kind declares one (tests/test_registry.py).
     """
 
     __slots__ = ("aclose", "alive", "client", "close", "is_open", "name", "remote")

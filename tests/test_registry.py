@@ -46,21 +46,56 @@ def test_every_integration_module_declares_one_client_and_clients_derives_from_t
     assert {"pymysql", "sqlalchemy", "requests", "urllib3", "httpx", "psycopg"} <= hooked
 
 
+def _kind_calls_without_a_probe() -> tuple[int, list[str]]:
+    """Every ``Kind(...)`` call in the built-in integrations, and those that pass neither
+    ``is_open=`` nor ``alive=`` (or hide their keywords in ``**kwargs``)."""
+    import ast
+
+    calls, missing = 0, []
+    for path in sorted(INTEGRATIONS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name != "Kind":
+                continue
+            calls += 1
+            keywords = {kw.arg for kw in node.keywords}
+            if None in keywords or not keywords & {"is_open", "alive"}:
+                missing.append(f"{path.name}:{node.lineno}")
+    return calls, missing
+
+
 def test_every_kind_declares_how_a_reused_one_is_probed() -> None:
-    """Forgetting the probe must not silently trust a dead reused client."""
+    """Forgetting the probe must not silently trust a dead reused client: a Kind with
+    neither ``is_open`` nor ``alive`` gets ``alive=reconnects`` (always trusted), so every
+    built-in Kind declares one of them, and every Kind the fourteen clients register at run
+    time is one of those declarations."""
+    import importlib
+
     from lambda_conn import _tracking
-    from lambda_conn._kinds import _by_type
+    from lambda_conn._kinds import Kind, _by_type
 
+    calls, missing = _kind_calls_without_a_probe()
+    assert calls >= 14
+    assert missing == []
     _tracking.install()
-    import httpx  # noqa: F401  (patched on import)
-    import psycopg  # noqa: F401
-    import pymysql  # noqa: F401
-    import requests  # noqa: F401
-    import sqlalchemy.orm  # noqa: F401
-
-    assert len(_by_type) >= 10
-    for cls, kind in _by_type.items():
-        assert callable(kind.alive), (cls, kind)
+    for module in sorted({m for i in _registry.integrations() for m in i.hooks}):
+        importlib.import_module(module)  # each patched on import, registering its kinds
+    registered = list(_by_type.values())
+    assert {kind.client for kind in registered} == set(lambda_conn.CLIENTS)  # all fourteen
+    assert len(lambda_conn.CLIENTS) == 14
+    declared = {
+        id(value)
+        for name, module in list(sys.modules.items())
+        if name.startswith("lambda_conn._integrations.")
+        for value in vars(module).values()
+        if isinstance(value, Kind)
+    }
+    for kind in registered:
+        assert id(kind) in declared, kind  # so its probe was checked above
+        assert callable(kind.alive), kind
         assert kind.close is not None or kind.aclose is not None, kind
 
 
