@@ -32,7 +32,8 @@ class Case:
 
     ``tracked`` is how many objects the handler itself creates (all tracked once each);
     ``drop`` makes the server end the client's sessions (default: the server fixture's
-    ``drop_connections()``).
+    ``drop_connections()``); ``tracks`` gives the object an integration tracks from what
+    ``make`` built (itself, or a boto3 resource's client).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class Case:
         is_async: bool = False,
         tracked: int = 1,
         drop: Callable[[Any], None] | None = None,
+        tracks: Callable[[Any], Any] = lambda built: built,
     ) -> None:
         self.name = name
         self.server = server
@@ -53,6 +55,7 @@ class Case:
         self.is_async = is_async
         self.tracked = tracked
         self.drop = drop or (lambda server: server.drop_connections())
+        self.tracks = tracks  # the tracked object of what make() built (a boto3 resource's client)
 
     def __repr__(self) -> str:
         return self.name
@@ -154,11 +157,53 @@ def _boto3_client(server: Any) -> Any:
     return boto3.client("s3", **server.client_kwargs())
 
 
+def _aiohttp_connector(server: Any) -> Any:
+    import aiohttp
+
+    return aiohttp.TCPConnector()
+
+
+async def _aiohttp_get_on(connector: Any, server: Any) -> int:
+    """A session on the connector that does not own it: closing the session leaves the
+    connector's pooled connection open, so only the connector's own tracking closes it."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=connector, connector_owner=False) as session:
+        return await _aiohttp_get(session, server)
+
+
+def _redis_over_pool(server: Any) -> Any:
+    import redis
+
+    pool = redis.ConnectionPool(host=server.host, port=server.port)
+    return redis.Redis(connection_pool=pool)
+
+
+def _boto3_session_client(server: Any) -> Any:
+    import boto3.session
+
+    return boto3.session.Session().client("s3", **server.client_kwargs())
+
+
+def _boto3_resource(server: Any) -> Any:
+    import boto3
+
+    return boto3.resource("s3", **server.client_kwargs())
+
+
 CASES = [
     Case("requests", "http_server", _requests_session, lambda c, s: c.get(s.url, timeout=5)),
     Case("httpx", "http_server", _httpx_client, lambda c, s: c.get(s.url)),
     Case("urllib3", "http_server", _pool_manager, lambda c, s: c.request("GET", s.url)),
     Case("aiohttp", "http_server", _aiohttp_session, _aiohttp_get, is_async=True),
+    Case(
+        "aiohttp-connector",
+        "http_server",
+        _aiohttp_connector,
+        _aiohttp_get_on,
+        is_async=True,
+        tracked=2,  # the connector and the session the handler builds on it
+    ),
     Case(
         "redis",
         "redis_server",
@@ -166,6 +211,14 @@ CASES = [
         lambda c, s: c.ping(),
     ),
     Case("redis-from-url", "redis_server", _redis_from_url, lambda c, s: c.ping()),
+    Case(
+        "redis-over-pool",  # a pool built in the invocation, passed as connection_pool=
+        "redis_server",
+        _redis_over_pool,
+        lambda c, s: c.ping(),
+        tracked=2,
+        tracks=lambda client: client.connection_pool,
+    ),
     Case(
         "redis-pool",
         "redis_server",
@@ -187,6 +240,14 @@ CASES = [
         is_async=True,
     ),
     Case("boto3", "moto", _boto3_client, lambda c, s: c.list_buckets()),
+    Case("boto3-session", "moto", _boto3_session_client, lambda c, s: c.list_buckets()),
+    Case(
+        "boto3-resource",
+        "moto",
+        _boto3_resource,
+        lambda r, s: {"buckets": list(r.buckets.all())},  # truthy, as every use returns
+        tracks=lambda resource: resource.meta.client,
+    ),
 ]
 
 
@@ -248,7 +309,7 @@ def test_closed_at_the_end_of_the_invocation(case: tuple[Case, Any]) -> None:
     fds = open_fds()
     kept: list[Any] = []
     invoke(c, server, open_and_keep(c, server, kept))
-    assert kept and registered_kind(kept[0]) is not None  # an integration knows it
+    assert kept and registered_kind(c.tracks(kept[0])) is not None  # an integration knows it
     assert wait_sessions(c, server, before) == before  # the server saw the session end
     assert open_fds() == fds
 
@@ -308,7 +369,7 @@ def test_left_open_is_reported_with_kind_and_remote(
 
         async def abody(_: Any) -> Any:
             result = await body(None)
-            break_close(kept[0])
+            break_close(c.tracks(kept[0]))
             return result
 
         run: Callable[[Any], Any] = abody
@@ -316,7 +377,7 @@ def test_left_open_is_reported_with_kind_and_remote(
 
         def sbody(_: Any) -> Any:
             result = body(None)
-            break_close(kept[0])
+            break_close(c.tracks(kept[0]))
             return result
 
         run = sbody
@@ -354,7 +415,7 @@ def test_built_at_module_level_is_never_touched(case: tuple[Case, Any]) -> None:
                 assert wait_sessions(c, server, before + 1) == before + 1
                 await handler({}, None)
                 assert wait_sessions(c, server, before + 1) == before + 1
-                await _aclose_outside(client)
+                await _aclose_outside(c.tracks(client))
 
             asyncio.run(both())
         else:
@@ -408,8 +469,38 @@ async def _aclose_outside(client: Any) -> None:
 
 
 def _close_outside(c: Case, client: Any) -> None:
+    client = c.tracks(client)
     kind = registered_kind(client)
     if kind is None:
         return
     assert kind.close is not None, f"{kind}: every client here can also close without a loop"
     kind.close(client)
+
+
+def test_a_redis_client_over_a_module_level_pool_leaves_the_pool_alone(redis_server: Any) -> None:
+    """``Redis(connection_pool=pool)`` in the handler over a module-level pool: the client
+    is closed, the pool and its connection are not (the same server-side connection serves
+    the next invocation). The ``redis-over-pool`` case is the per-invocation pool, closed."""
+    import redis
+
+    from tests.servers._private import wait_for_count
+
+    pool = redis.ConnectionPool(host=redis_server.host, port=redis_server.port)
+    before = redis_server.clients()
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        client = redis.Redis(connection_pool=pool)
+        kept.append(client)  # the leak form: a reference outlives the invocation
+        return int(client.client_id())
+
+    kept: list[Any] = []
+    try:
+        first = handler({}, None)
+        assert handler({}, None) == first  # the pool's connection was not closed between
+        assert wait_for_count(redis_server.clients, before + 1, 10.0) == before + 1
+        (conn,) = pool._available_connections
+        assert conn._sock is not None
+    finally:
+        pool.disconnect()
+    assert wait_for_count(redis_server.clients, before, 10.0) == before
