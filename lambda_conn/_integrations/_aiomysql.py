@@ -15,6 +15,7 @@ from __future__ import annotations
 from lambda_conn._integrations._asyncio_socket import (
     close_outside_loop,
     loop_usable,
+    own_loop_usable,
     raw_socket,
     send_now,
     socket_open,
@@ -92,11 +93,6 @@ def _alive(conn: Any) -> bool:
     )
 
 
-def _pool_alive(pool: Any) -> bool:
-    """A pool replaces dead connections itself, but only on its own loop."""
-    return loop_usable(pool._loop)
-
-
 def _remote(conn: Any) -> list[str]:
     if conn.unix_socket:
         return [str(conn.unix_socket)]
@@ -154,7 +150,7 @@ POOL = Kind(
     aclose=_aclose_pool,
     is_open=_pool_is_open,
     remote=_pool_remote,
-    alive=_pool_alive,
+    alive=own_loop_usable,
 )
 
 

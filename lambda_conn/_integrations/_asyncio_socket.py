@@ -36,6 +36,12 @@ def loop_usable(loop: Any) -> bool:
     return running is None or running is loop
 
 
+def own_loop_usable(client: Any) -> bool:
+    """``alive=`` of a pool that replaces dead connections itself, but only on the loop it
+    was made on (``client._loop``): see :func:`loop_usable`."""
+    return loop_usable(client._loop)
+
+
 def socket_open(sock: Any) -> bool:
     try:
         return sock is not None and sock.fileno() >= 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 from lambda_conn._integrations._asyncio_socket import (
     close_outside_loop,
     loop_usable,
+    own_loop_usable,
     raw_socket,
     socket_open,
 )
@@ -73,11 +74,6 @@ def _is_open(conn: Any) -> bool:
 
 def _alive(conn: Any) -> bool:
     return not conn.is_closed() and loop_usable(conn._loop) and socket_idle_and_open(_socket(conn))
-
-
-def _pool_alive(pool: Any) -> bool:
-    """A pool replaces dead connections itself, but only on its own loop."""
-    return loop_usable(pool._loop)
 
 
 def _remote(conn: Any) -> list[str]:
@@ -141,7 +137,7 @@ POOL = Kind(
     aclose=_aclose_pool,
     is_open=_pool_is_open,
     remote=_pool_remote,
-    alive=_pool_alive,
+    alive=own_loop_usable,
 )
 
 

@@ -23,17 +23,19 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def _managers_of(session: Any) -> list[Any]:
-    managers = []
-    for adapter in session.adapters.values():
-        attrs = adapter.__dict__
-        manager = attrs.get("poolmanager")
-        if manager is not None:
-            managers.append(manager)
-        proxies = attrs.get("proxy_manager")
-        if proxies:
-            managers.extend(proxies.values())
+def _adapter_managers(adapter: Any) -> list[Any]:
+    """An adapter's PoolManager and the ProxyManagers it has made."""
+    attrs = adapter.__dict__
+    manager = attrs.get("poolmanager")
+    managers = [manager] if manager is not None else []
+    proxies = attrs.get("proxy_manager")
+    if proxies:
+        managers.extend(proxies.values())
     return managers
+
+
+def _managers_of(session: Any) -> list[Any]:
+    return [m for adapter in session.adapters.values() for m in _adapter_managers(adapter)]
 
 
 def _close_session(session: Any) -> object:
@@ -74,14 +76,6 @@ def _close_session(session: Any) -> object:
 
 def _session_is_open(session: Any) -> bool:
     return any(pool_manager_is_open(m) for m in _managers_of(session))
-
-
-def _adapter_managers(adapter: Any) -> list[Any]:
-    attrs = adapter.__dict__
-    manager = attrs.get("poolmanager")
-    return ([manager] if manager is not None else []) + list(
-        attrs.get("proxy_manager", {}).values()
-    )
 
 
 def _close_adapter(adapter: Any) -> object:
