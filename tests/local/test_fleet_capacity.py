@@ -74,11 +74,23 @@ def _soak(handler: str, n: int, **options: Any) -> FleetReport:
     return fleet_soak(handler, n, output=subprocess.DEVNULL, **options)
 
 
-def _limited(root: Path, code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``code`` in a Python whose RLIMIT_NOFILE is (SOFT, HARD), in the task root."""
-    prologue = f"import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, ({SOFT}, {HARD}))\n"
+def _limited(
+    root: Path,
+    code: str,
+    timeout: float = 120,
+    *,
+    limits: tuple[int, int] = (SOFT, HARD),
+    args: tuple[str, ...] = (),
+    unprivileged: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``code`` (given ``args``) in a Python whose RLIMIT_NOFILE is ``limits``, in the task
+    root; ``unprivileged``: as root, without CAP_SYS_RESOURCE (it may not raise the limit)."""
+    prologue = f"import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, {limits})\n"
+    prefix = (
+        ["setpriv", "--bounding-set=-sys_resource"] if unprivileged and os.geteuid() == 0 else []
+    )
     return subprocess.run(
-        [sys.executable, "-c", prologue + code],
+        [*prefix, sys.executable, "-c", prologue + code, *args],
         cwd=root,
         capture_output=True,
         text=True,
@@ -235,17 +247,13 @@ def test_a_hard_descriptor_limit_below_lambdas_is_said_plainly(write_handler, co
     limit: ``soak`` says so and exits 2 before any invocation, with no traceback."""
     root = write_handler("app", HANDLERS)
     low = 256
-    unprivileged = ["setpriv", "--bounding-set=-sys_resource"] if os.geteuid() == 0 else []
-    limit = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({low}, {low}))"
     cli = "import sys; from lambda_conn.cli import main; sys.exit(main(sys.argv[1:]))"
-    args = ["soak", "app.ok", "-n", "3", "--concurrency", str(concurrency)]
-    done = subprocess.run(
-        [*unprivileged, sys.executable, "-c", f"{limit}\n{cli}", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = _limited(
+        root,
+        cli,
+        limits=(low, low),
+        args=("soak", "app.ok", "-n", "3", "--concurrency", str(concurrency)),
+        unprivileged=True,
     )
     assert done.returncode == 2, done.stderr
     assert f"lambda-conn soak: RLIMIT_NOFILE's hard limit here is {low}, below the 1024" in (
