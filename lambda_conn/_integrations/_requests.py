@@ -10,6 +10,7 @@ from lambda_conn._integrations._track import tracker
 from lambda_conn._integrations._urllib3 import (
     _CONNS,
     close_open,
+    default_connections,
     pool_manager_is_open,
     pool_manager_remote,
 )
@@ -123,9 +124,11 @@ def patch_requests(requests: ModuleType) -> None:
     import wrapt
     from requests import adapters
     from requests import sessions as module
+    from urllib3 import poolmanager
 
     _SESSION_CLOSE = module.Session.close
     _ADAPTER_CLOSE = adapters.HTTPAdapter.close
+    default_connections(poolmanager)  # the Session's close reads it, urllib3 patched or not
 
     # Tracked once: its adapters' PoolManagers are closed through the Session; an adapter
     # the handler builds is tracked itself, its PoolManager (and the ProxyManagers it makes

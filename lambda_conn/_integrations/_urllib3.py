@@ -49,6 +49,13 @@ def _remember_connection(
     return conn
 
 
+def default_connections(poolmanager: ModuleType) -> None:
+    """What a manager that never made a pool reads for its connections (connections_of
+    sets the instance's own): a direct attribute read, not getattr's slow missing-name path.
+    Set by every patch whose close reads it (urllib3's and requests'), whichever runs first."""
+    poolmanager.PoolManager._lambda_conn_connections = None
+
+
 def close_open(conns: Any) -> None:
     """Close the connections of ``conns`` that still hold a socket (lent to a response)."""
     close_each([conn for conn in list(conns or ()) if conn.sock is not None], close_connection)
@@ -131,9 +138,7 @@ def patch_urllib3(urllib3: ModuleType) -> None:
     )
     wrapt.wrap_function_wrapper(poolmanager, "PoolManager._new_pool", _new_pool_untracked)
     register_kind(poolmanager.PoolManager, POOL_MANAGER)
-    # What a manager that never made a pool reads for its connections (connections_of sets
-    # the instance's own): a direct attribute read, not getattr's slow missing-name path.
-    poolmanager.PoolManager._lambda_conn_connections = None  # type: ignore[attr-defined]
+    default_connections(poolmanager)
     wrapt.wrap_function_wrapper(
         connectionpool, "HTTPConnectionPool.__init__", tracker("urllib3", CONNECTION_POOL)
     )
