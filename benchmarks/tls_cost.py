@@ -47,6 +47,19 @@ PARTS = {
 }
 
 
+def server_info(server: Any) -> dict[str, Any]:
+    """What a child process needs to connect to ``server`` (a TLS MariaDBServer)."""
+    return {
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "password": server.password,
+        "database": server.database,
+        "ca": server.tls.ca,
+        "pid": server.pid,
+    }
+
+
 def connector(info: dict[str, Any], case: str) -> Any:
     from lambda_conn import RDSConnector
 
@@ -223,15 +236,7 @@ def keys_report(args: Any) -> str:
             server = _callgrind_server(work / f"server-{key}", key)
             try:
                 assert server.tls is not None and server.pid is not None
-                info = {
-                    "host": server.host,
-                    "port": server.port,
-                    "user": server.user,
-                    "password": server.password,
-                    "database": server.database,
-                    "ca": server.tls.ca,
-                    "pid": server.pid,
-                }
+                info = server_info(server)
                 info_path = work / f"{key}.json"
                 info_path.write_text(json.dumps(info))
                 client = {
@@ -337,15 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         assert server.tls is not None and server.pid is not None
         version = server.query("SELECT VERSION()")[0][0]
-        info = {
-            "host": server.host,
-            "port": server.port,
-            "user": server.user,
-            "password": server.password,
-            "database": server.database,
-            "ca": server.tls.ca,
-            "pid": server.pid,
-        }
+        info = server_info(server)
         work = Path(tmp)
         info_path = work / "server.json"
         info_path.write_text(json.dumps(info))
