@@ -371,7 +371,8 @@ def fleet_soak(
     one, concurrency rising linearly from 1 to ``concurrency`` over that many seconds.
     ``idle_s``: after half the invocations, every environment is frozen that long.
     ``dsn`` (``mysql://`` or ``postgresql://``): the server's own count of client
-    connections is sampled every 100 ms meanwhile (``report.server``); an unreachable
+    connections is sampled every 100 ms meanwhile and once when the callers finish
+    (``report.server``); an unreachable
     server raises ``SamplerError`` before the first invocation.
     Ctrl-C raises ``FleetInterrupted`` with the records so far, every environment gone.
     Other options are ``soak()``'s.
@@ -463,6 +464,8 @@ def _run(
                     fleet.start_caller(k)
             fleet.wait_callers()
             normal_end = True
+            if sampler is not None:  # the work's end, before teardown closes anything
+                sampler.sample_now()
         except KeyboardInterrupt:
             interrupted = True
         finally:

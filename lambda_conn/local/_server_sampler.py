@@ -20,7 +20,8 @@ or ``with ServerSampler(dsn) as sampler: ...`` then ``sampler.series``.
 - Every ``interval_s`` (0.1 s) a thread reads one number: MySQL/MariaDB
   ``Threads_connected`` minus the sampler, PostgreSQL client backends in
   ``pg_stat_activity`` other than the sampler's (background workers are not clients).
-  ``max_connections`` is read once, at ``start()``.
+  ``max_connections`` is read once, at ``start()``. ``sample_now()`` adds one between
+  ticks: a fleet takes it when its callers finish, before teardown closes anything.
 - ``started_at`` is the ``time.monotonic()`` of ``start()``: records timed on that clock
   line up with the samples.
 - A sample that fails (the server restarted, killed the sampler) is counted in
@@ -116,6 +117,7 @@ class ServerSampler:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._conn_lock = threading.Lock()  # the thread and sample_now() share _conn
         self._series: ServerSeries | None = None
 
     @property
@@ -163,6 +165,17 @@ class ServerSampler:
         if self._series is None:
             raise SamplerError(f"sampler for {self.server} was never started")
         return self._series
+
+    def sample_now(self) -> None:
+        """One sample now, between ticks: the moment the work ends, before teardown.
+
+        A fleet that finishes within one interval would otherwise show the server empty
+        at both ends and a peak of 0. Like the thread's samples, it never raises: a
+        failure is counted in ``failed_samples``.
+        """
+        if self._thread is None:
+            return
+        self._tick()
 
     @property
     def series(self) -> ServerSeries:
@@ -222,6 +235,10 @@ class ServerSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
+            self._tick()
+
+    def _tick(self) -> None:
+        with self._conn_lock:
             try:
                 if self._conn is None:
                     self._conn = self._connect()

@@ -209,6 +209,43 @@ def test_idle_shows_connections_dying_while_frozen(
     assert data["fleet"]["idle_after"] == 100
 
 
+def test_the_peak_counts_what_the_environments_held_when_the_work_ended(
+    write_handler: Callable[[str, str], Path],
+    small_server: MariaDBServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fleet shorter than one sampling interval: the sampler's first sample (before
+    any invocation) and its last (after teardown closed everything) both read 0, so the
+    peak must come from the sample taken when the callers finished."""
+    from lambda_conn.local import fleet_soak
+    from lambda_conn.local._server_sampler import ServerSampler
+
+    monkeypatch.setitem(ServerSampler.__init__.__kwdefaults__, "interval_s", 60.0)
+    small_server._close_admin()  # the sampler and the function are the only clients
+    root = write_handler("app", HANDLERS)
+    env = {
+        "DB_HOST": HOST,
+        "DB_PORT": str(small_server.port),
+        "DB_USER": USER,
+        "DB_PASSWORD": PASSWORD,
+        "DB_NAME": DATABASE,
+    }
+    report = fleet_soak(
+        "app.leaky",
+        6,
+        concurrency=2,
+        handler_dir=root,
+        env=env,
+        output=subprocess.DEVNULL,
+        dsn=_dsn(small_server.port),
+    )
+    assert report.summary.failed == 0
+    series = report.server
+    assert series is not None and len(series.counts) == 3  # start, work's end, stop
+    assert series.counts[0] == 0
+    assert series.peak == 6  # every leaked connection, still open when the work ended
+
+
 def test_a_dsn_that_cannot_connect_exits_2_before_the_first_invocation(
     write_handler: Callable[[str, str], Path], tmp_path: Path
 ) -> None:

@@ -178,3 +178,24 @@ def test_the_parser_unquotes_credentials_and_keeps_them_out_of_its_repr() -> Non
     assert parsed.query == {"sslmode": "require"} and parsed.database == "app"
     assert "p/w" not in repr(parsed)
     assert parse_dsn("mysql://u@h/d").port == 3306
+
+
+def test_sample_now_counts_between_ticks(
+    flavour: tuple[str, Any, Callable[[], Any], str, str],
+) -> None:
+    _, _, open_connection, dsn, _ = flavour
+    # GIVEN a sampler whose thread will not tick during the test
+    sampler = ServerSampler(dsn, interval_s=60).start()
+    try:
+        conns = [open_connection() for _ in range(3)]
+        # WHEN a sample is asked for while 3 connections are open, then they close
+        sampler.sample_now()
+        for conn in conns:
+            conn.close()
+    finally:
+        series = sampler.stop()
+    # THEN that sample holds the 3 that neither the first nor the last sample saw
+    assert list(series.counts)[:2] == [0, 3]
+    assert series.peak == 3
+    sampler.sample_now()  # after stop(): nothing happens, nothing raises
+    assert sampler.series.counts == series.counts
