@@ -6,8 +6,10 @@ Run: python benchmarks/bench_soak.py [--n 1000] [--rounds 9] [--no-fleet] [--bas
 runtime gives it, against a minimal Runtime API (one thread, one keep-alive connection:
 ``GET /next`` hands out the same event, ``POST .../response`` gets 202, nothing else is
 checked, measured or frozen). "soak": ``lambda_conn.local.soak`` of the same trivial
-handler (``_soak_trivial.handler``), with its freeze between invocations and its
-per-invocation descriptor and memory measurement. Both rates are warm: from the first
+handler (``_soak_trivial.handler``), with its per-invocation descriptor and memory
+measurement; each next invocation is dispatched as the runtime asks for it, so there is
+no idle gap and nothing is frozen between them (``LocalLambda`` freezes an environment
+that waits). Both rates are warm: from the first
 invocation's end to the last's, so the cold start counts in neither.
 
 The two run in turn, A B B A A B ..., ``--rounds`` pairs; the table gives each side's

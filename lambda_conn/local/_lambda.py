@@ -3,6 +3,11 @@
 The invoke cycle: thaw (or cold-start), dispatch, wait for the answer *and* for the
 runtime and every extension to ask for more, measure, freeze. Whatever ends it early
 (exit, memory, timeout) resets the environment, and the next invoke starts cold.
+
+A soak's next invocation is dispatched as soon as the last one has been measured (its
+record is built while the runtime works): with no gap between the two there is nothing to
+freeze, and a SIGSTOP straight followed by SIGCONT would stop no thread for any time, so
+the environment is frozen only when it waits for an invoke that is not already there.
 """
 
 from __future__ import annotations
@@ -102,6 +107,8 @@ class LocalLambda:
         self._closed = False
         self._random_hex = ""  # random digits for the next invocations' ids
         self._random_at = 0
+        #: An invocation already dispatched for the next ``_invoke(more=...)``, and its start.
+        self._inflight: tuple[Invocation, float] | None = None
         atexit.register(self._kill_at_exit)
 
     def __repr__(self) -> str:
@@ -126,25 +133,49 @@ class LocalLambda:
         """Run one invocation synchronously and return its record (also kept in ``records``)."""
         return self._invoke(json.dumps(event).encode(), keep_response=True)
 
-    def _invoke(self, payload: bytes, *, keep_response: bool) -> InvocationRecord:
+    def _invoke(
+        self, payload: bytes, *, keep_response: bool, more: bool = False
+    ) -> InvocationRecord:
         """``invoke`` of an event already encoded; a successful response is neither
         decoded nor kept unless ``keep_response`` (a soak's default: built right the
-        first time, not copied without it afterwards)."""
+        first time, not copied without it afterwards).
+
+        ``more``: the caller will invoke again at once with the same payload (a soak
+        before its last invocation). The next invocation is then dispatched as soon as
+        this one has been measured and frozen, and this one's record is built while the
+        runtime works on the next: on a machine with two cores the supervisor's
+        bookkeeping leaves the path between a ``/next`` and its event."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("this LocalLambda is closed; create a new one to invoke again")
-            at = self._random_at
-            if at >= len(self._random_hex):
-                self._random_hex, at = os.urandom(36 * _IDS_PER_READ).hex(), 0
-            self._random_at = at + 72
-            request_id, trace_id = _ids(self._random_hex[at : at + 72])
             try:
-                record = self._invoke_locked(request_id, trace_id, payload, keep_response)
+                record = self._invoke_locked(payload, keep_response, more)
             except BaseException:
                 self._reset("interrupted", kill=True)
                 raise
             self._records.append(record)
             return record
+
+    def _new_invocation(self, payload: bytes) -> Invocation:
+        at = self._random_at
+        if at >= len(self._random_hex):
+            self._random_hex, at = os.urandom(36 * _IDS_PER_READ).hex(), 0
+        self._random_at = at + 72
+        request_id, trace_id = _ids(self._random_hex[at : at + 72])
+        return Invocation(
+            request_id=request_id,
+            payload=payload,
+            deadline_ms=0,  # set by _dispatch, when the clock starts
+            trace_id=trace_id,
+            function_arn=self.config.function_arn,
+        )
+
+    def _dispatch(self, env: ExecutionEnvironment, inv: Invocation) -> float:
+        """Start ``inv``'s clock and hand it to the (frozen) runtime; returns the start."""
+        inv.deadline_ms = time.time_ns() // 1_000_000 + int(self.config.timeout_s * 1000)
+        start = time.perf_counter()
+        env.dispatch(inv)
+        return start
 
     def shutdown(self) -> ShutdownRecord | None:
         """Spin the environment down as Lambda does; the next invoke is a cold start."""
@@ -184,6 +215,9 @@ class LocalLambda:
     # ------------------------------------------------------------------ internal
     def _reset(self, reason: str, *, kill: bool) -> ShutdownRecord | None:
         env, self._env = self._env, None
+        if self._inflight is not None:  # dispatched for an invoke that never came
+            self._inflight = None
+            reason, kill = "interrupted", True
         if env is None:
             return None
         record = env.kill(reason) if kill else env.shut_down(reason)
@@ -195,23 +229,28 @@ class LocalLambda:
         if env is not None:
             env.kill("interpreter-exit")
 
-    def _invoke_locked(
-        self, request_id: str, trace_id: str, payload: bytes, keep_response: bool
-    ) -> InvocationRecord:
+    def _invoke_locked(self, payload: bytes, keep_response: bool, more: bool) -> InvocationRecord:
         env = self._env
+        inflight, self._inflight = self._inflight, None
+        if env is not None and inflight is not None:  # dispatched by the previous invoke
+            inv, start = inflight
+            if inv.payload is payload or inv.payload == payload:
+                return self._run(env, inv, start, keep_response, more, cold=False, init_ms=None)
+            # not what was promised: the runtime is working on an event nobody asked for
+            self._reset("interrupted", kill=True)
+            env = None
+        inv = self._new_invocation(payload)
         if env is not None:  # frozen: ``dispatch`` thaws it
-            return self._run(
-                env, request_id, trace_id, payload, keep_response, cold=False, init_ms=None
-            )
+            start = self._dispatch(env, inv)
+            return self._run(env, inv, start, keep_response, more, cold=False, init_ms=None)
         env = self._start_environment()
         self._env = env  # so that an interrupt during Init still kills it
         failure, init_ms = self._wait_init(env)
         if failure is None:
-            return self._run(
-                env, request_id, trace_id, payload, keep_response, cold=True, init_ms=init_ms
-            )
+            start = self._dispatch(env, inv)
+            return self._run(env, inv, start, keep_response, more, cold=True, init_ms=init_ms)
         self._env = None
-        return self._init_failure(env, request_id, failure, init_ms)
+        return self._init_failure(env, inv.request_id, failure, init_ms)
 
     def _start_environment(self) -> ExecutionEnvironment:
         self._generation += 1
@@ -289,35 +328,30 @@ class LocalLambda:
     def _run(
         self,
         env: ExecutionEnvironment,
-        request_id: str,
-        trace_id: str,
-        payload: bytes,
+        inv: Invocation,
+        start: float,
         keep_response: bool,
+        more: bool,
         *,
         cold: bool,
         init_ms: float | None,
     ) -> InvocationRecord:
-        cfg = self.config
-        inv = Invocation(
-            request_id=request_id,
-            payload=payload,
-            deadline_ms=time.time_ns() // 1_000_000 + int(cfg.timeout_s * 1000),
-            trace_id=trace_id,
-            function_arn=cfg.function_arn,
-        )
-        limit = cfg.memory_bytes
-        start = time.perf_counter()
-        deadline = start + cfg.timeout_s
-        env.dispatch(inv)
-        ending = env.wait(lambda: env.state.invoke_done(inv), deadline, limit)
+        """Wait for ``inv`` (dispatched at ``start``), measure, freeze, record it."""
+        limit = self.config.memory_bytes
+        ending = env.wait(lambda: env.state.invoke_done(inv), start + self.config.timeout_s, limit)
         end = time.perf_counter()
         if ending is None:
             _, rss = env.sample()
             if rss is not None and rss > limit:
                 ending = "memory"
+        sampled = env.last_fds, env.last_rss  # before the next invocation can change them
         sigterm_sent: bool | None = None
         if ending is None:
-            env.freeze()
+            if more:  # the next one runs while this one's record is built
+                following = self._new_invocation(inv.payload)
+                self._inflight = following, self._dispatch(env, following)
+            else:
+                env.freeze()
         else:
             self._env = None
             shutdown = env.shut_down("timeout") if ending == "timeout" else env.kill(ending)
@@ -340,12 +374,12 @@ class LocalLambda:
         else:
             assert ending is not None  # the loop only ends unanswered by a kill or exit
             outcome, response = self._kill_outcome(
-                ending, request_id, env.exit_status(), init=False
+                ending, inv.request_id, env.exit_status(), init=False
             )
             reset_reason = "crash" if ending == "exit" else ending
         return self._record(
             env,
-            request_id,
+            inv.request_id,
             outcome,
             response,
             duration_ms=(end - start) * 1000,
@@ -355,6 +389,7 @@ class LocalLambda:
             exited_after_response=inv.answered and ending == "exit",
             reset_reason=reset_reason,
             sigterm_sent=sigterm_sent,
+            sampled=sampled,
         )
 
     def _record(
@@ -371,7 +406,11 @@ class LocalLambda:
         exited_after_response: bool,
         reset_reason: ResetReason | None,
         sigterm_sent: bool | None,
+        sampled: tuple[int | None, int | None] | None = None,
     ) -> InvocationRecord:
+        """``sampled``: (descriptors, RSS) measured at the invocation's end, when the
+        environment may have moved on since (default: its last values now)."""
+        fds, rss = (env.last_fds, env.last_rss) if sampled is None else sampled
         error = response if outcome != "ok" and isinstance(response, dict) else {}
         stack = error.get("stackTrace")
         return InvocationRecord(
@@ -386,8 +425,8 @@ class LocalLambda:
             response_ms=response_ms,
             cold_start=cold,
             init_duration_ms=init_ms,
-            fd_count=env.last_fds,
-            rss_bytes=env.last_rss,
+            fd_count=fds,
+            rss_bytes=rss,
             exited_after_response=exited_after_response,
             reset_reason=reset_reason,
             exit_status=env.exit_status(),

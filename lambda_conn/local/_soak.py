@@ -142,7 +142,7 @@ def soak(
         start = time.perf_counter()
         try:
             for done in range(1, n + 1):
-                record = fn._invoke(payload, keep_response=keep_responses)
+                record = fn._invoke(payload, keep_response=keep_responses, more=done < n)
                 if progress is not None:
                     progress(done, record)
                 init_failures = init_failures + 1 if record.reset_reason == "init_error" else 0

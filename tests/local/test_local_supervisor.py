@@ -69,3 +69,40 @@ def test_a_wait_ends_when_the_runtime_exits_without_a_timeout_to_poll_with():
         server.stop()
         os.close(pidfd)
         proc.wait()
+
+
+def test_a_soak_measures_each_invocation_before_it_dispatches_the_next(write_handler):
+    # GIVEN a handler that keeps one more open file per invocation and reports its count
+    from lambda_conn.local import soak
+
+    root = write_handler("app", HANDLERS)
+    # WHEN it is soaked: each next invocation is dispatched before the last is recorded
+    report = soak(
+        "app.opens_one", 8, handler_dir=root, output=subprocess.DEVNULL, keep_responses=True
+    )
+    # THEN every record still holds its own invocation's count, one more each time
+    records = report.records
+    assert [r.fd_count for r in records] == [r.response for r in records]
+    assert [r.fd_count for r in records] == list(
+        range(records[0].fd_count, records[0].fd_count + 8)
+    )
+    # AND exactly 8 ran: nothing was dispatched after the last, so the end is a spin-down
+    assert [s.reason for s in report.shutdowns] == ["spindown"]
+    assert sum(r.cold_start for r in records) == 1
+
+
+def test_an_invocation_dispatched_ahead_and_never_asked_for_is_killed(write_handler, make_lambda):
+    # GIVEN an invoke that promised another one (a soak's ``more``)
+    write_handler("app", HANDLERS)
+    fn = make_lambda("app.handler", output=subprocess.DEVNULL)
+    assert fn._invoke(b"{}", keep_response=True, more=True).outcome == "ok"
+    # WHEN the next invoke brings another event, the runtime's current one is not it
+    record = fn._invoke(b'{"other": 1}', keep_response=True)
+    # THEN that environment is killed, and the new event starts a fresh one
+    assert record.outcome == "ok" and record.cold_start
+    assert [s.reason for s in fn.shutdowns] == ["interrupted"]
+    # AND closing after a promise that is not kept kills the environment too
+    assert fn._invoke(b"{}", keep_response=True, more=True).outcome == "ok"
+    fn.close()
+    assert [s.reason for s in fn.shutdowns] == ["interrupted", "interrupted"]
+    assert len(fn.records) == 3
