@@ -249,6 +249,17 @@ class ExecutionEnvironment:
         self.server.release()
         self.thaw()
 
+    def queue(self, inv: Invocation, limit: int) -> None:
+        """Queue ``inv`` for the runtime's next ``/next``: the API answers it at once, in
+        the same pass as the request, after measuring the ended invoke (``sample``) and
+        only while the resident memory is within ``limit``; see ``SandboxState.queue``."""
+
+        def measured_within_limit() -> bool:
+            rss = self.sample()[1]
+            return rss is None or rss <= limit
+
+        self.state.queue(inv, int(self.config.timeout_s * 1000), measured_within_limit)
+
     def wait(self, done: Callable[[], bool], deadline: float, limit: int) -> Ending | None:
         """Serve the API until ``done()``, watching what Lambda watches meanwhile: the
         runtime exiting (its pidfd), its resident memory passing ``limit`` (sampled every

@@ -336,19 +336,34 @@ class LocalLambda:
         cold: bool,
         init_ms: float | None,
     ) -> InvocationRecord:
-        """Wait for ``inv`` (dispatched at ``start``), measure, freeze, record it."""
+        """Wait for ``inv`` (dispatched at ``start``), measure, freeze, record it.
+
+        ``more``: the next invocation is queued with the API, which hands it over as the
+        runtime asks for it (no extension registered); otherwise it is dispatched here."""
         limit = self.config.memory_bytes
-        ending = env.wait(lambda: env.state.invoke_done(inv), start + self.config.timeout_s, limit)
-        end = time.perf_counter()
-        if ending is None:
-            _, rss = env.sample()
-            if rss is not None and rss > limit:
-                ending = "memory"
+        env_state = env.state
+        following = None
+        if more:
+            following = self._new_invocation(inv.payload)
+            if not env_state.extension_count():
+                env.queue(following, limit)
+        ending = env.wait(lambda: env_state.invoke_done(inv), start + self.config.timeout_s, limit)
+        taken = following is not None and following.dispatched_at is not None
+        # Taken: no extension, so the invoke ended as the runtime came back to /next.
+        end = inv.ended_at if taken and inv.ended_at is not None else time.perf_counter()
+        if not taken:
+            env_state.unqueue()
+            if ending is None:
+                _, rss = env.sample()
+                if rss is not None and rss > limit:
+                    ending = "memory"
         sampled = env.last_fds, env.last_rss  # before the next invocation can change them
         sigterm_sent: bool | None = None
         if ending is None:
-            if more:  # the next one runs while this one's record is built
-                following = self._new_invocation(inv.payload)
+            if taken:  # the API handed it over: it runs while this one's record is built
+                assert following is not None and following.dispatched_at is not None
+                self._inflight = following, following.dispatched_at
+            elif following is not None:  # not taken, but wanted: dispatched from here
                 self._inflight = following, self._dispatch(env, following)
             else:
                 env.freeze()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lambda_conn.local._constants import MAX_RESPONSE_BYTES
@@ -70,6 +71,10 @@ class Invocation:
     error: bytes | None = None
     error_type: str | None = None
     answered_at: float | None = field(default=None)
+    #: When the runtime came back to ``/next`` after answering it (perf_counter).
+    ended_at: float | None = None
+    #: When it was handed to the runtime by the API itself (a queued invocation).
+    dispatched_at: float | None = None
 
     @property
     def answered(self) -> bool:
@@ -111,6 +116,10 @@ class SandboxState:
         self._runtime_next_calls = 0
         self._pending: Invocation | None = None
         self._current: Invocation | None = None
+        # The next invocation, queued for the runtime's next ``/next`` (see ``queue``).
+        self._queued: Invocation | None = None
+        self._queued_timeout_ms = 0
+        self._between: Callable[[], bool] | None = None
         self.init_error: bytes | None = None
         self.init_error_type: str | None = None
 
@@ -118,10 +127,13 @@ class SandboxState:
     def runtime_next(self) -> Reply | None:
         """The runtime is at ``/next``: an error to answer at once, or None to park the
         request until ``runtime_take`` has an invocation for it."""
-        if self._current is not None and not self._current.answered:
-            return _error_reply(
-                403, "InvalidStateTransition", "/next called before answering the invoke"
-            )
+        current = self._current
+        if current is not None:
+            if not current.answered:
+                return _error_reply(
+                    403, "InvalidStateTransition", "/next called before answering the invoke"
+                )
+            current.ended_at = time.perf_counter()
         self._current = None
         self._registry.close()
         self._runtime_ready = True
@@ -132,9 +144,26 @@ class SandboxState:
         """The answer of a parked ``/next``: the dispatched invocation, or None (wait)."""
         inv = self._pending
         if inv is None:
-            return None
+            inv = self._take_queued()
+            if inv is None:
+                return None
         self._current, self._pending = inv, None
         return Reply(200, inv.payload, head=inv.next_head())
+
+    def _take_queued(self) -> Invocation | None:
+        """The queued invocation, started now, once the invoke before it has ended (the
+        runtime at ``/next``, no extension to wait for) and ``between()`` lets it go."""
+        inv = self._queued
+        if inv is None or not self._runtime_ready or len(self._registry):
+            return None
+        between = self._between
+        if between is not None and not between():
+            return None
+        self._queued = self._between = None
+        inv.deadline_ms = time.time_ns() // 1_000_000 + self._queued_timeout_ms
+        inv.dispatched_at = time.perf_counter()
+        self._runtime_ready = False
+        return inv
 
     def runtime_response(self, request_id: str, body: bytes) -> Reply:
         """Store the response *before* answering 202: the caller has it from this point."""
@@ -250,9 +279,22 @@ class SandboxState:
                 ext.queue.append(event)
                 ext.ready = False
 
+    def queue(self, inv: Invocation, timeout_ms: int, between: Callable[[], bool]) -> None:
+        """Answer the runtime's next ``/next`` with ``inv`` right away, from the API
+        itself, once the current invoke has ended and ``between()`` (the supervisor's
+        measurement of the ended invoke) returns True; ``inv``'s deadline starts then.
+        Only without extensions (with them, ``dispatch`` after ``invoke_done``). Whoever
+        queued it takes it back with ``unqueue`` when it was not taken."""
+        self._queued, self._queued_timeout_ms, self._between = inv, timeout_ms, between
+
+    def unqueue(self) -> Invocation | None:
+        """The queued invocation if the runtime was not handed it (then never will be)."""
+        inv, self._queued, self._between = self._queued, None, None
+        return inv
+
     def invoke_done(self, inv: Invocation) -> bool:
         """True once the invoke ended: answered, runtime back at ``/next``, extensions ready."""
-        return inv.answered and self._runtime_ready and self._registry.all_ready()
+        return inv.ended_at is not None and self._registry.all_ready()
 
     def extension_count(self) -> int:
         return len(self._registry)

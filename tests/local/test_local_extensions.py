@@ -185,6 +185,21 @@ def test_the_invoke_ends_and_freezes_only_when_every_extension_is_done(
         assert record.duration_ms >= 290 and record.response_ms < record.duration_ms - 200
 
 
+def test_a_soak_hands_the_next_event_over_only_when_every_extension_is_done(
+    write_handler, tmp_path
+):
+    # GIVEN the same extension, soaked: each next event is ready before the last ends
+    from lambda_conn.local import soak
+
+    root = write_handler("app", EXTENSION)
+    report = soak(
+        "app.handler", 3, handler_dir=root, env=_env(tmp_path, "slow-invoke"), keep_responses=True
+    )
+    # THEN the runtime got each next event only after the extension finished the last
+    assert [r.response["done"] for r in report.records] == [0, 1, 2]
+    assert all(r.duration_ms >= 290 for r in report.records)
+
+
 def test_init_waits_for_every_extension_to_call_event_next(write_handler, make_lambda, tmp_path):
     write_handler("app", EXTENSION)
     env = _env(tmp_path, "noop", FIRST_NEXT_DELAY="0.6")

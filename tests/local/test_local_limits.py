@@ -21,6 +21,20 @@ HANDLERS = """
         time.sleep(5)
         return len(HOG)
 
+    def _rss():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    CALLS = []
+
+    def grows_on_the_third(event, context):
+        CALLS.append(1)
+        if len(CALLS) == 1:  # to 6 MB under the size, in the first invocation
+            HOG.append(b"x" * ((128 << 20) - (6 << 20) - _rss()))
+        if len(CALLS) == 3:  # 12 MB more in about a millisecond: past 128 MB as it returns
+            HOG.append(b"x" * (12 << 20))
+        return _rss()
+
     def die(event, context):
         os._exit(3)
 
@@ -59,6 +73,29 @@ def test_memory_over_the_size_kills_the_runtime(write_handler, make_lambda):
     assert record.rss_bytes is not None and record.rss_bytes > 128 * 2**20
     assert record.reset_reason == "memory" and record.exit_status == -9
     assert fn.shutdowns[-1].reason == "memory" and not fn.shutdowns[-1].sigterm_sent
+
+
+def test_a_soak_never_hands_the_next_event_to_a_runtime_past_its_memory(write_handler):
+    """The third invocation crosses the size within its first 5 ms, before the sampling
+    while it runs looks: only the measurement at /next, before the next event is handed
+    over, can see it. A run where a stalled machine let the sampling see it first (the
+    invocation killed instead) proves nothing, and is run again."""
+    from lambda_conn.local import soak
+
+    root = write_handler("app", HANDLERS)
+    for _ in range(5):
+        # WHEN it is soaked, the API handing each next event over as the runtime asks
+        report = soak("app.grows_on_the_third", 5, handler_dir=root, keep_responses=True)
+        records = report.records
+        if records[2].outcome != "memory":
+            break
+    # THEN the third's answer stands, but the runtime past 128 MB is killed at /next
+    assert [r.outcome for r in records] == ["ok"] * 5
+    assert records[2].response > 128 << 20  # what the handler itself read
+    assert [r.reset_reason for r in records] == [None, None, "memory", None, None]
+    # AND the fourth event went to a new environment, not to the one over its size
+    assert [r.cold_start for r in records] == [True, False, False, True, False]
+    assert [s.reason for s in report.shutdowns] == ["memory", "spindown"]
 
 
 def test_exit_before_the_response_is_a_crash(write_handler, make_lambda):
