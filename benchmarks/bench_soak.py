@@ -19,6 +19,11 @@ invocation (this process: user + sys) is given beside each, a figure that does n
 depend on how busy the other cores are. In the same rounds (unless ``--no-fleet``),
 ``fleet_soak`` of the same handler at concurrency 1, 2, 4 and 8, warm from the end of
 its invocations (most cold starts left out), with each median's ratio to concurrency 1.
+``--split`` places the two processes of each case on cores of their own: the supervisor
+(or the minimal server) on core 0, the runtime on core 1, as a machine does where
+neither waits for the other's core. Unpinned, the kernel sometimes keeps the raw loop's
+two processes on one core (its rate then is the one-core rate) and splits the soak's,
+and the ratio moves with that choice; ``taskset -c 0`` gives the one-core figure.
 ``--baseline TREE`` adds the soak as an older checkout's supervisor runs it (``git
 archive REV lambda_conn | tar -x -C TREE``), in a fresh interpreter, in the same rounds.
 """
@@ -133,11 +138,23 @@ class MinimalRuntimeApi:
             return
 
 
-def raw_loop(n: int) -> Sample:
+SUPERVISOR_CORE, RUNTIME_CORE = 0, 1
+
+
+def _run_on(core: int | None) -> None:
+    """This thread (and what it starts from now on) on ``core``; None: on every core."""
+    os.sched_setaffinity(0, range(os.cpu_count() or 1) if core is None else {core})
+
+
+def raw_loop(n: int, split: bool = False) -> Sample:
     from lambda_conn.local._config import FunctionConfig
 
     server = MinimalRuntimeApi(n, json.dumps(EVENT).encode())
+    if split:
+        _run_on(SUPERVISOR_CORE)  # the server's thread inherits it
     server.start()
+    if split:
+        _run_on(RUNTIME_CORE)  # the runtime inherits it at fork
     config = FunctionConfig.create(
         HANDLER,
         handler_dir=HERE,
@@ -155,6 +172,8 @@ def raw_loop(n: int) -> Sample:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    if split:
+        _run_on(None)
     try:
         # CPU from the first response on, as for the soak (the cold start is left out).
         while not server.times:
@@ -171,16 +190,21 @@ def raw_loop(n: int) -> Sample:
     return Sample((len(times) - 1) / (times[-1] - times[0]), cpu / (len(times) - 1) * 1e6)
 
 
-def soak_loop(n: int) -> Sample:
+def soak_loop(n: int, split: bool = False) -> Sample:
     from lambda_conn.local import soak
 
     times: list[float] = []
     cpu: list[float] = []
 
     def progress(done: int, record: InvocationRecord) -> None:
+        if done == 1 and split:  # the runtime has started (on RUNTIME_CORE): serve from ours
+            _run_on(SUPERVISOR_CORE)
         times.append(time.perf_counter())
         if done in (1, n):
             cpu.append(_cpu_s())
+
+    if split:
+        _run_on(RUNTIME_CORE)  # where soak() forks the runtime
 
     report = soak(
         HANDLER,
@@ -191,22 +215,24 @@ def soak_loop(n: int) -> Sample:
         progress=progress,
         max_init_failures=1,
     )
+    if split:
+        _run_on(None)
     if report.failed:
         raise RuntimeError(f"soak failed: {report.summary.failures_by_type}")
     return Sample((n - 1) / (times[-1] - times[0]), (cpu[-1] - cpu[0]) / (n - 1) * 1e6)
 
 
-def baseline_loop(n: int, tree: Path) -> Sample:
+def baseline_loop(n: int, tree: Path, split: bool = False) -> Sample:
     """``soak_loop`` in a fresh interpreter whose ``lambda_conn`` comes from ``tree`` (an
     older checkout: the supervisor before a change, in the same interleaved run)."""
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]); import lambda_conn.local; "
         "assert lambda_conn.local.__file__.startswith(sys.argv[1]), lambda_conn.local.__file__; "
         "sys.path.insert(1, sys.argv[2]); import bench_soak; "
-        "s = bench_soak.soak_loop(int(sys.argv[3])); print(s.rate, s.cpu_us)"
+        "s = bench_soak.soak_loop(int(sys.argv[3]), sys.argv[4] == '1'); print(s.rate, s.cpu_us)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script, str(tree), str(HERE), str(n)],
+        [sys.executable, "-c", script, str(tree), str(HERE), str(n), "1" if split else "0"],
         cwd=HERE,
         check=True,
         capture_output=True,
@@ -255,15 +281,18 @@ def interleaved(cases: dict[str, Callable[[], Sample]], rounds: int) -> dict[str
     return out
 
 
-def report(samples: dict[str, list[Sample]], n: int, rounds: int) -> str:
+def report(samples: dict[str, list[Sample]], n: int, rounds: int, split: bool = False) -> str:
     raw = samples["raw loop"]
     fleet = {name: rows for name, rows in samples.items() if name.startswith("fleet")}
     raw_median = statistics.median(s.rate for s in raw)
+    flags = " --split" if split else ""
     lines = [
         f"### {TITLE}",
         "",
-        f"`python benchmarks/bench_soak.py --n {n} --rounds {rounds}`: {rounds} interleaved "
-        f"rounds of {n:,} invocations each, warm rates (first invocation's end to the last's).",
+        f"`python benchmarks/bench_soak.py --n {n} --rounds {rounds}{flags}`: "
+        f"{rounds} interleaved rounds of {n:,} invocations each, warm rates (first invocation's "
+        "end to the last's)"
+        + ("; supervisor or minimal server on core 0, runtime on core 1." if split else "."),
         "",
         "| case | median invocations/s | min | max | supervisor CPU per invocation (us) |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -323,20 +352,28 @@ def main(argv: list[str] | None = None) -> None:
         metavar="TREE",
         help="also soak with the lambda_conn of this checkout (git archive REV); repeatable",
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="supervisor (or minimal server) on core 0, runtime on core 1, in every case",
+    )
     args = parser.parse_args(argv)
+    if args.split and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--split needs cores 0 and 1")
+    split = args.split
     cases: dict[str, Callable[[], Sample]] = {
-        "raw loop": lambda: raw_loop(args.n),
-        "soak": lambda: soak_loop(args.n),
+        "raw loop": lambda: raw_loop(args.n, split),
+        "soak": lambda: soak_loop(args.n, split),
     }
     for tree in (t.resolve() for t in args.baseline):
         cases[f"soak, supervisor of {tree.name}"] = lambda tree=tree: baseline_loop(  # type: ignore[misc]
-            args.n, tree
+            args.n, tree, split
         )
     if not args.no_fleet:
         for c in FLEET:
             cases[f"fleet, concurrency {c}"] = lambda c=c: fleet_loop(args.n, c)  # type: ignore[misc]
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
-    print(report(interleaved(cases, args.rounds), args.n, args.rounds))
+    print(report(interleaved(cases, args.rounds), args.n, args.rounds, split))
 
 
 if __name__ == "__main__":
