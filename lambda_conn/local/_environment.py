@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Literal
 
+from lambda_conn.local import _reaper
 from lambda_conn.local._api_server import RuntimeApiServer
 from lambda_conn.local._config import FunctionConfig
 from lambda_conn.local._constants import FD_LIMIT, INTERNAL_EXTENSION_GRACE_S, POLL_INTERVAL_S
@@ -164,6 +165,7 @@ class ExecutionEnvironment:
             if limit is not None:
                 raise limit from exc
             raise
+        _reaper.watch_group(self._proc.pid)  # its children too, should we be SIGKILLed
         self._open_proc_files(self._proc.pid)
 
     def _open_proc_files(self, pid: int) -> None:
@@ -333,6 +335,8 @@ class ExecutionEnvironment:
     ) -> ShutdownRecord:
         status: int | None = None
         if self._proc is not None:
+            if self._proc.returncode is None:  # the group was SIGKILLed: unlist it before
+                _reaper.forget_group(self._proc.pid)  # the reap frees its id
             try:
                 status = self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)

@@ -485,8 +485,9 @@ def test_ctrl_c_kills_the_invocations_in_flight(write_handler, tmp_path, mark):
 
 def test_runtimes_die_with_a_killed_supervisor(write_handler, tmp_path, mark):
     """Frozen runtimes forked from the fleet's caller threads die with a SIGKILLed
-    supervisor (PR_SET_PDEATHSIG; a running one would also die of its runtime API gone).
-    Their children have no death signal and stay (frozen): the mark fixture kills them."""
+    supervisor (PR_SET_PDEATHSIG; a running one would also die of its runtime API gone),
+    and so do their frozen children, which have no death signal: the supervisor's reaper
+    (lambda_conn/local/_reaper.py) SIGKILLs every environment's process group."""
     root = write_handler("kids", CHILDREN)
     seen = tmp_path / "seen"
     seen.mkdir()
@@ -503,6 +504,7 @@ def test_runtimes_die_with_a_killed_supervisor(write_handler, tmp_path, mark):
         _wait_for(
             lambda: not runtimes & {pid for pid, _ in _marked(mark)}, "the runtimes to die", 10
         )
+        _wait_for(lambda: _marked(mark) == [], "their children to die", 10)
     finally:
         if proc.poll() is None:
             proc.kill()
