@@ -1,6 +1,7 @@
 """Fleet soak throughput at concurrency 1, 2, 4, 8, and the supervisor's memory, in one run.
 
 Run: python benchmarks/bench_fleet.py [--n 2000] [--rounds 3] [--memory-n 10000 --memory-c 50]
+                                      [--waiting]
 
 Each round soaks the trivial handler (``_soak_trivial.handler``) with ``fleet_soak`` at
 each concurrency in turn (1 2 4 8, then 8 4 2 1, ...), so every concurrency shares the
@@ -10,7 +11,8 @@ cold starts included: one per environment) and the supervisor's CPU time per inv
 C cores the rate can grow with concurrency until the runtimes and the supervisor fill
 them. Then one soak of ``--memory-n`` invocations at ``--memory-c`` reports the
 supervisor's resident memory before and after and its peak (``ru_maxrss``), and a second
-one what its report keeps (tracemalloc).
+one what its report keeps (tracemalloc). ``--waiting`` adds the throughput rows of a
+handler that waits 2 ms (``_soak_waiting.handler``), as one on a database round trip.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ if str(ROOT) not in sys.path:
 from lambda_conn.local import fleet_soak  # noqa: E402
 
 HANDLER = "_soak_trivial.handler"
+WAITING = "_soak_waiting.handler"
 CONCURRENCIES = (1, 2, 4, 8)
 
 
@@ -42,32 +45,32 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def one(concurrency: int, n: int) -> tuple[float, float]:
+def one(concurrency: int, n: int, handler: str = HANDLER) -> tuple[float, float]:
     """(invocations/s, supervisor CPU us per invocation) of one fleet soak."""
     cpu = _cpu_s()
     start = time.perf_counter()
     report = fleet_soak(
-        HANDLER, n, concurrency=concurrency, handler_dir=HERE, output=subprocess.DEVNULL
+        handler, n, concurrency=concurrency, handler_dir=HERE, output=subprocess.DEVNULL
     )
     wall = time.perf_counter() - start
     assert report.summary.failed == 0, report.summary.failures_by_type
     return n / wall, (_cpu_s() - cpu) / n * 1e6
 
 
-def throughput(n: int, rounds: int) -> str:
+def throughput(n: int, rounds: int, handler: str = HANDLER) -> str:
     rates: dict[int, list[float]] = {c: [] for c in CONCURRENCIES}
     cpus: dict[int, list[float]] = {c: [] for c in CONCURRENCIES}
     for r in range(rounds):
         order = CONCURRENCIES if r % 2 == 0 else tuple(reversed(CONCURRENCIES))
         for c in order:
-            rate, cpu = one(c, n)
+            rate, cpu = one(c, n, handler)
             rates[c].append(rate)
             cpus[c].append(cpu)
             print(f"  round {r + 1}/{rounds} concurrency {c}: {rate:,.0f}/s", flush=True)
     base = statistics.median(rates[1])
     lines = [
-        f"### Fleet soak throughput ({n} invocations per soak, {rounds} rounds, "
-        f"{os.cpu_count()} cores)",
+        f"### Fleet soak throughput, `{handler}` ({n} invocations per soak, {rounds} "
+        f"rounds, {os.cpu_count()} cores)",
         "",
         "| concurrency | median invocations/s | ratio to concurrency 1 | supervisor CPU us/inv |",
         "| ---: | ---: | ---: | ---: |",
@@ -117,9 +120,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-n", type=int, default=10_000)
     parser.add_argument("--memory-c", type=int, default=50)
+    parser.add_argument(
+        "--waiting", action="store_true", help="also a handler that waits 2 ms per invocation"
+    )
     args = parser.parse_args(argv)
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
     print(throughput(args.n, args.rounds))
+    if args.waiting:
+        print(throughput(args.n, args.rounds, WAITING))
     print(memory(args.memory_n, args.memory_c))
 
 
