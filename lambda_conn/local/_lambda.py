@@ -141,10 +141,10 @@ class LocalLambda:
         first time, not copied without it afterwards).
 
         ``more``: the caller will invoke again at once with the same payload (a soak
-        before its last invocation). The next invocation is then dispatched as soon as
-        this one has been measured and frozen, and this one's record is built while the
-        runtime works on the next: on a machine with two cores the supervisor's
-        bookkeeping leaves the path between a ``/next`` and its event."""
+        before its last invocation). The next invocation is then handed over as the
+        runtime asks for it, once this one has been measured, and this one's record is
+        built while the runtime works on the next: on a machine with two cores the
+        supervisor's bookkeeping leaves the path between a ``/next`` and its event."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("this LocalLambda is closed; create a new one to invoke again")
