@@ -15,6 +15,7 @@ the group (``setsid``) are not covered.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import subprocess
@@ -63,11 +64,26 @@ def _pipe() -> int:
                 os.close(end)
             else:
                 write = end
+                atexit.register(_stop)
             finally:
                 os.close(read)
             _write = write
             _owner = os.getpid()  # last: a thread that sees it reads the _write above
     return _write
+
+
+def _stop() -> None:
+    """At a clean exit, end the reaper and wait for it: a supervisor that returns leaves
+    no process of its own behind, not even for the moment the reaper takes to see EOF."""
+    global _write, _proc
+    if _owner != os.getpid() or _write < 0 or _proc is None:
+        return  # a forked child inherited the hook, not the reaper
+    fd, _write = _write, -1  # first: a late _send must not write to a reused fd
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        _proc.wait(timeout=5)
+    _proc = None
 
 
 def _send(line: bytes) -> None:
