@@ -7,6 +7,11 @@ function can hold at once; above the database's ``max_connections`` the next con
 (MySQL 1040, PostgreSQL 53300). Logged once at Init (``connection_budget``), when
 ``AWS_LAMBDA_FUNCTION_NAME`` and a reserved concurrency are known; nothing is read per
 invocation.
+
+In multi-concurrent mode (Lambda Managed Instances, ``AWS_LAMBDA_MAX_CONCURRENCY=M``) an
+environment serves M requests at once from M worker processes, each with its own module
+state and so its own connections: R concurrent requests need at least ceil(R / M)
+environments, and every worker of each holds its connections, busy or not.
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ def reused_connections_declared() -> int:
     if reuse is None:
         return 0
     return sum(1 for ref in reuse._registry if ref() is not None)
+
+
+def workers_per_environment(environ: Mapping[str, str]) -> int:
+    """``AWS_LAMBDA_MAX_CONCURRENCY`` (Lambda's own: set in multi-concurrent mode), else 1.
+
+    ``connections_per_environment`` then counts one worker's connections, as each worker
+    sees its own reused connections. A value Lambda would not set counts as 1 and is not
+    the user's to fix, so it is not an error."""
+    text = (environ.get("AWS_LAMBDA_MAX_CONCURRENCY") or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and int(text) >= 1 else 1
 
 
 def _setting(environ: Mapping[str, str], name: str, keyword: str, value: int | None) -> int | None:
@@ -83,10 +98,14 @@ def compute(
     counted_from = "setting"
     if each is None:
         each, counted_from = max(1, reused_connections_declared()), "reused_connections"
-    budget = reserved * each
+    workers = workers_per_environment(environ)
+    environments = -(-reserved // workers)
+    budget = environments * workers * each
     return {
         "function": function,
         "reserved_concurrency": reserved,
+        "environments": environments,
+        "workers_per_environment": workers,
         "connections_per_environment": each,
         "counted_from": counted_from,
         "budget": budget,

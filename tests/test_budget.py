@@ -22,7 +22,7 @@ VARIABLES = (_budget.RESERVED, _budget.MAXIMUM, _budget.EACH)
 @pytest.fixture
 def lambda_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """A Lambda-like environment with no budget variable yet, and the Init log not done."""
-    for name in VARIABLES:
+    for name in (*VARIABLES, "AWS_LAMBDA_MAX_CONCURRENCY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders")
     monkeypatch.setattr(_budget, "_logged", False)
@@ -73,6 +73,40 @@ def test_a_budget_within_max_connections_is_info(
     [(level, event)] = budget_events(caplog)
     assert level == "INFO"
     assert event["budget"] == 80 and event["within"] is True and event["share"] == 0.8
+
+
+@pytest.mark.parametrize(
+    ("max_concurrency", "environments", "workers", "budget"),
+    [
+        ("8", 5, 8, 80),  # 40 requests at once: 5 environments of 8 worker processes
+        ("6", 7, 6, 84),  # 40 / 6: 7 environments, and all 42 workers hold theirs
+        ("1", 40, 1, 80),
+        ("eight", 40, 1, 80),  # not a value Lambda sets: one worker, as without it
+    ],
+)
+def test_multi_concurrency_counts_every_worker_process(
+    lambda_env: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    max_concurrency: str,
+    environments: int,
+    workers: int,
+    budget: int,
+) -> None:
+    # GIVEN Lambda Managed Instances' multi-concurrent mode: each environment runs
+    # AWS_LAMBDA_MAX_CONCURRENCY worker processes, each with its own connections
+    lambda_env.setenv("AWS_LAMBDA_MAX_CONCURRENCY", max_concurrency)
+    lambda_env.setenv(_budget.RESERVED, "40")
+    lambda_env.setenv(_budget.MAXIMUM, "82")
+    lambda_env.setenv(_budget.EACH, "2")
+    # WHEN the budget is logged at Init
+    with caplog.at_level("INFO", logger="lambda_conn"):
+        decorate()
+    # THEN it counts the environments the requests need and every worker in each
+    [(level, event)] = budget_events(caplog)
+    assert event["environments"] == environments
+    assert event["workers_per_environment"] == workers
+    assert event["budget"] == budget
+    assert level == ("WARNING" if budget > 82 else "INFO")
 
 
 def test_outside_lambda_nothing_is_logged_but_bad_values_still_fail(
