@@ -33,7 +33,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lambda_conn.local import fleet_soak  # noqa: E402
+from lambda_conn.local import FleetReport, fleet_soak  # noqa: E402
 
 HANDLER = "_soak_trivial.handler"
 WAITING = "_soak_waiting.handler"
@@ -45,8 +45,22 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def one(concurrency: int, n: int, handler: str = HANDLER) -> tuple[float, float]:
-    """(invocations/s, supervisor CPU us per invocation) of one fleet soak."""
+def warm_rate(report: FleetReport) -> float:
+    """Invocations/s once every environment is warm: those sent after the last cold
+    start's invocation ended, over the time from then to the last one's end. Cold starts
+    are excluded: each environment's Init is tens of milliseconds of CPU, as much as
+    thousands of warm invocations."""
+    pairs = list(zip(report.records, report.started_s, strict=True))
+    warm_from = max(
+        t + ((r.init_duration_ms or 0) + r.duration_ms) / 1000 for r, t in pairs if r.cold_start
+    )
+    warm = [t + r.duration_ms / 1000 for r, t in pairs if t >= warm_from]
+    return len(warm) / (max(warm) - warm_from) if len(warm) > 1 else float("nan")
+
+
+def one(concurrency: int, n: int, handler: str = HANDLER) -> tuple[float, float, float]:
+    """(invocations/s, warm invocations/s, supervisor CPU us per invocation) of one
+    fleet soak."""
     cpu = _cpu_s()
     start = time.perf_counter()
     report = fleet_soak(
@@ -54,31 +68,40 @@ def one(concurrency: int, n: int, handler: str = HANDLER) -> tuple[float, float]
     )
     wall = time.perf_counter() - start
     assert report.summary.failed == 0, report.summary.failures_by_type
-    return n / wall, (_cpu_s() - cpu) / n * 1e6
+    return n / wall, warm_rate(report), (_cpu_s() - cpu) / n * 1e6
 
 
 def throughput(n: int, rounds: int, handler: str = HANDLER) -> str:
     rates: dict[int, list[float]] = {c: [] for c in CONCURRENCIES}
+    warms: dict[int, list[float]] = {c: [] for c in CONCURRENCIES}
     cpus: dict[int, list[float]] = {c: [] for c in CONCURRENCIES}
     for r in range(rounds):
         order = CONCURRENCIES if r % 2 == 0 else tuple(reversed(CONCURRENCIES))
         for c in order:
-            rate, cpu = one(c, n, handler)
+            rate, warm, cpu = one(c, n, handler)
             rates[c].append(rate)
+            warms[c].append(warm)
             cpus[c].append(cpu)
-            print(f"  round {r + 1}/{rounds} concurrency {c}: {rate:,.0f}/s", flush=True)
+            print(
+                f"  round {r + 1}/{rounds} concurrency {c}: {rate:,.0f}/s, warm {warm:,.0f}/s",
+                flush=True,
+            )
     base = statistics.median(rates[1])
+    warm_base = statistics.median(warms[1])
     lines = [
         f"### Fleet soak throughput, `{handler}` ({n} invocations per soak, {rounds} "
         f"rounds, {os.cpu_count()} cores)",
         "",
-        "| concurrency | median invocations/s | ratio to concurrency 1 | supervisor CPU us/inv |",
-        "| ---: | ---: | ---: | ---: |",
+        "| concurrency | median invocations/s | ratio | once warm, invocations/s | ratio "
+        "| supervisor CPU us/inv |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in CONCURRENCIES:
         median = statistics.median(rates[c])
+        warm = statistics.median(warms[c])
         lines.append(
-            f"| {c} | {median:,.0f} | {median / base:.2f}x | {statistics.median(cpus[c]):,.0f} |"
+            f"| {c} | {median:,.0f} | {median / base:.2f}x | {warm:,.0f} | "
+            f"{warm / warm_base:.2f}x | {statistics.median(cpus[c]):,.0f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -267,9 +267,13 @@ class _Fleet:
     def _call(self, k: int) -> None:
         try:
             if self.schedule.wait_to_join(k):
-                while (index := self.schedule.take()) is not None:
-                    self._invoke(index)
+                slot: Slot | None = None
+                index = self.schedule.take()
+                while index is not None:
+                    slot, index = self._invoke(index, slot)
                     self.probed.set()
+                    if index is None:
+                        index = self.schedule.take()
         except BaseException as exc:  # reported by the main thread after teardown
             self.error = self.error or exc
             self.stop.set()
@@ -281,20 +285,48 @@ class _Fleet:
             # Runtimes this thread forked die with it: it ends only after all are gone.
             self._release.wait()
 
-    def _invoke(self, index: int) -> None:
-        slot = self.pool.acquire()
+    def _invoke(self, index: int, slot: Slot | None) -> tuple[Slot | None, int | None]:
+        """Invoke ``index`` in ``slot`` (kept from this caller's previous invocation) or
+        in the slot the pool routes it to.
+
+        When the next invocation can be taken at once, it is handed to the same
+        environment as the runtime asks for it (``more``), as a warm environment serves
+        back-to-back requests, and the slot stays this caller's: (slot, next index). With
+        as many slots as callers no other caller can be waiting for it, so this is the
+        pool's own choice (its most recently used warm slot) without the freeze and thaw
+        in between. Otherwise the slot goes back to the pool: (None, None)."""
+        if slot is None:
+            slot = self.pool.acquire()
         started = time.monotonic() - self.schedule.started_at
+        ahead = slot.fn.dispatched_ahead_at()
+        if ahead is not None:  # sent while the caller's previous invocation was recorded
+            started -= time.perf_counter() - ahead
         record: InvocationRecord | None = None
         descriptors: int | None = None
+        following = self.schedule.take_now()
+        more = following is not None
         try:
-            record = slot.fn._invoke(self.payload, keep_response=self._keep)
+            record = slot.fn._invoke(self.payload, keep_response=self._keep, more=more)
             if record.cold_start:  # measured before another caller can take the slot
                 descriptors = slot.fn.supervisor_descriptors()
+        except BaseException:
+            if following is not None:
+                self.schedule.done()  # taken, never to be invoked
+            raise
         finally:
             slot.fn.records.clear()  # the collector keeps the one compact copy
-            self.pool.release(slot, reset=record is None or record.reset_reason is not None)
+            reset = record is None or record.reset_reason is not None
+            kept = more and not reset
+            if not kept:
+                self.pool.release(slot, reset=reset)
             self.schedule.done()
         self.collector.add(index, slot, record, started, descriptors)
+        if kept:
+            return slot, following
+        if following is not None and self.stop.is_set():
+            self.schedule.done()  # taken but never handed over: not in flight, not invoked
+            following = None
+        return None, following
 
     # -------------------------------------------------------------- main thread
     def wait_probe(self) -> None:

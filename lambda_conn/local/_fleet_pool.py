@@ -138,6 +138,20 @@ class Schedule:
             self._in_flight += 1
             return index
 
+    def take_now(self) -> int | None:
+        """The next invocation's index if it can be handed out without waiting (not the
+        ``idle_s`` freeze's turn), else None: a caller asks while its current invocation
+        is still in flight, to hand the next one to the same environment at once."""
+        with self._cond:
+            if self.stop.is_set() or self._next >= self.n:
+                return None
+            if self._next == self._idle_at and self.idle_window is None:
+                return None
+            index = self._next
+            self._next += 1
+            self._in_flight += 1
+            return index
+
     def _idle_locked(self) -> None:
         """Every environment is frozen now (nothing in flight): keep them so for idle_s."""
         assert self.idle_s is not None

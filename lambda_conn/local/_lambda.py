@@ -200,6 +200,12 @@ class LocalLambda:
         if env is not None:
             env.kill_now()
 
+    def dispatched_ahead_at(self) -> float | None:
+        """When (``time.perf_counter()``) the invocation promised by the last
+        ``_invoke(more=True)`` was handed to the runtime; None if there is none."""
+        inflight = self._inflight
+        return None if inflight is None else inflight[1]
+
     def supervisor_descriptors(self) -> int | None:
         """What the current environment holds of this process's descriptors (None when
         none is up); from the thread that invoked it, between invokes."""

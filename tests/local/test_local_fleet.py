@@ -227,6 +227,40 @@ def test_init_failures_in_a_row_stop_the_fleet(write_handler):
     assert report.fleet.environments_created == len(report.records)
 
 
+CONTINUED = """
+    import os
+    import signal
+
+    THAWS = [0]
+    signal.signal(signal.SIGCONT, lambda *_: THAWS.__setitem__(0, THAWS[0] + 1))
+
+    def handler(event, context):
+        return {"pid": os.getpid(), "thaws": THAWS[0]}
+"""
+
+
+def test_back_to_back_invocations_go_to_the_same_environment_without_a_freeze(write_handler):
+    # GIVEN a handler that counts the SIGCONTs its runtime got (one per thaw)
+    root = write_handler("thaws", CONTINUED)
+    # WHEN 3 callers soak it: each has its next request ready as soon as one ends
+    report = _soak("thaws.handler", 60, concurrency=3, handler_dir=root, keep_responses=True)
+    # THEN each environment served its caller's requests back to back, as a warm one
+    # does under steady load: no freeze and thaw between them (at most the one after
+    # Init), though every one of its invocations was its own
+    assert report.summary.failed == 0
+    assert [r.index for r in report.records] == list(range(60))
+    thaws: dict[int, list[int]] = {}
+    for r in report.records:
+        thaws.setdefault(r.environment, []).append(r.response["thaws"])
+    assert report.fleet.environments_created == len(thaws) <= 3
+    assert all(max(counts) <= 1 for counts in thaws.values()), thaws
+    assert sum(len(counts) for counts in thaws.values()) == 60
+    # AND nothing was dispatched that no caller asked for: every end is a spin-down
+    assert {s.reason for s in report.shutdowns} == {"spindown"}
+    # AND each start time is its dispatch: sent in order, none before the soak began
+    assert all(t >= 0 for t in report.started_s)
+
+
 def test_records_stay_compact(write_handler):
     """What the supervisor keeps per invocation, failures included (identical ones share
     their type, message, stack and response): in columns, about 70 bytes each (an object
