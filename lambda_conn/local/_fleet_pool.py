@@ -18,6 +18,8 @@ from lambda_conn.local._lambda import LocalLambda
 
 __all__ = ["EnvironmentPool", "Schedule", "Slot"]
 
+_JOIN_POLL_S = 0.05
+
 
 @dataclass(eq=False)
 class Slot:
@@ -117,9 +119,18 @@ class Schedule:
         return self.ramp_s * caller / (self.concurrency - 1)
 
     def wait_to_join(self, caller: int) -> bool:
-        """Sleep until the caller's turn to join; False when the soak stopped meanwhile."""
-        delay = self.started_at + self.join_time(caller) - time.monotonic()
-        return not self.stop.wait(delay) if delay > 0 else not self.stop.is_set()
+        """Sleep until the caller's turn to join; False when the soak stopped meanwhile or
+        every invocation was handed out before its turn (a ramp longer than the work
+        ends with the work, not with the last caller's join time)."""
+        join_at = self.started_at + self.join_time(caller)
+        with self._cond:
+            while not self.stop.is_set() and self._next < self.n:
+                delay = join_at - time.monotonic()
+                if delay <= 0:
+                    return True
+                # woken by done() after every invocation, and at least every 50 ms for stop
+                self._cond.wait(min(delay, _JOIN_POLL_S))
+        return False
 
     def take(self) -> int | None:
         """The next invocation's index (from 0), or None when there is no more work."""

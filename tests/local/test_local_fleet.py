@@ -216,6 +216,19 @@ def test_ramp_lets_callers_join_one_by_one(write_handler, tmp_path):
         assert sent >= 0.3 * k / 2, (k, sent)
 
 
+def test_a_ramp_longer_than_the_work_ends_with_the_work(write_handler):
+    # GIVEN 20 quick invocations and a ramp that would let the last caller join at 30 s
+    root = write_handler("app", HANDLERS)
+    started = time.monotonic()
+    report = _soak("app.ok", 20, concurrency=4, ramp_s=90.0, handler_dir=root)
+    # THEN the soak ends when the work does, with every invocation done by the callers
+    # that had joined: the others never started an environment
+    assert time.monotonic() - started < 20
+    assert report.summary.failed == 0 and len(report.records) == 20
+    assert report.fleet.environments_created == 1
+    assert report.stopped_early is None
+
+
 def test_init_failures_in_a_row_stop_the_fleet(write_handler):
     root = write_handler("broken", "import no_such_module_here\n")
     report = _soak("broken.handler", 500, concurrency=3, handler_dir=root)
