@@ -75,9 +75,7 @@ def test_memory_over_the_size_kills_the_runtime(write_handler, make_lambda):
     assert fn.shutdowns[-1].reason == "memory" and not fn.shutdowns[-1].sigterm_sent
 
 
-def test_a_soak_never_hands_the_next_event_to_a_runtime_past_its_memory(
-    write_handler, monkeypatch
-):
+def test_a_soak_never_hands_the_next_event_to_a_runtime_past_its_memory(write_handler, monkeypatch):
     """The third invocation crosses the size as it returns. The sampling while an
     invocation runs is made too rare to see it (on a loaded machine a 5 ms poll sometimes
     did, killing the invocation instead): only the measurement at /next, before the next
