@@ -58,50 +58,63 @@ def warm_rate(report: FleetReport) -> float:
     return len(warm) / (max(warm) - warm_from) if len(warm) > 1 else float("nan")
 
 
-def one(concurrency: int, n: int, handler: str = HANDLER) -> tuple[float, float, float]:
-    """(invocations/s, warm invocations/s, supervisor CPU us per invocation) of one
+def one(
+    concurrency: int, n: int, handler: str = HANDLER, shards: int | None = None
+) -> tuple[float, float, float]:
+    """(invocations/s, warm invocations/s, this process's CPU us per invocation) of one
     fleet soak."""
     cpu = _cpu_s()
     start = time.perf_counter()
     report = fleet_soak(
-        handler, n, concurrency=concurrency, handler_dir=HERE, output=subprocess.DEVNULL
+        handler,
+        n,
+        concurrency=concurrency,
+        handler_dir=HERE,
+        output=subprocess.DEVNULL,
+        shards=shards,
     )
     wall = time.perf_counter() - start
     assert report.summary.failed == 0, report.summary.failures_by_type
     return n / wall, warm_rate(report), (_cpu_s() - cpu) / n * 1e6
 
 
+ONE = "one process"
+MODES = {"one process per core": None, ONE: 1}
+
+
 def throughput(n: int, rounds: int, handler: str = HANDLER) -> str:
-    rates: dict[int, list[float]] = {c: [] for c in CONCURRENCIES}
-    warms: dict[int, list[float]] = {c: [] for c in CONCURRENCIES}
-    cpus: dict[int, list[float]] = {c: [] for c in CONCURRENCIES}
+    # At concurrency 1 both modes are one process: run once, the base of both ratios.
+    cases = [(c, mode) for c in CONCURRENCIES for mode in MODES if c > 1 or mode == ONE]
+    rates: dict[tuple[int, str], list[float]] = {case: [] for case in cases}
+    warms: dict[tuple[int, str], list[float]] = {case: [] for case in cases}
+    cpus: dict[tuple[int, str], list[float]] = {case: [] for case in cases}
     for r in range(rounds):
-        order = CONCURRENCIES if r % 2 == 0 else tuple(reversed(CONCURRENCIES))
-        for c in order:
-            rate, warm, cpu = one(c, n, handler)
-            rates[c].append(rate)
-            warms[c].append(warm)
-            cpus[c].append(cpu)
+        for c, mode in cases if r % 2 == 0 else reversed(cases):
+            rate, warm, cpu = one(c, n, handler, MODES[mode])
+            rates[c, mode].append(rate)
+            warms[c, mode].append(warm)
+            cpus[c, mode].append(cpu)
             print(
-                f"  round {r + 1}/{rounds} concurrency {c}: {rate:,.0f}/s, warm {warm:,.0f}/s",
+                f"  round {r + 1}/{rounds} concurrency {c} ({mode}): {rate:,.0f}/s, "
+                f"warm {warm:,.0f}/s",
                 flush=True,
             )
-    base = statistics.median(rates[1])
-    warm_base = statistics.median(warms[1])
     lines = [
         f"### Fleet soak throughput, `{handler}` ({n} invocations per soak, {rounds} "
         f"rounds, {os.cpu_count()} cores)",
         "",
-        "| concurrency | median invocations/s | ratio | once warm, invocations/s | ratio "
-        "| supervisor CPU us/inv |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| concurrency | supervisor | median invocations/s | ratio | once warm, "
+        "invocations/s | ratio | this process's CPU us/inv |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for c in CONCURRENCIES:
-        median = statistics.median(rates[c])
-        warm = statistics.median(warms[c])
+    for c, mode in cases:
+        base = statistics.median(rates[1, ONE])
+        warm_base = statistics.median(warms[1, ONE])
+        median = statistics.median(rates[c, mode])
+        warm = statistics.median(warms[c, mode])
         lines.append(
-            f"| {c} | {median:,.0f} | {median / base:.2f}x | {warm:,.0f} | "
-            f"{warm / warm_base:.2f}x | {statistics.median(cpus[c]):,.0f} |"
+            f"| {c} | {mode} | {median:,.0f} | {median / base:.2f}x | {warm:,.0f} | "
+            f"{warm / warm_base:.2f}x | {statistics.median(cpus[c, mode]):,.0f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -30,6 +30,15 @@ from lambda_conn.local._capacity import Capacity, CapacityError
 from lambda_conn.local._environment import EnvironmentThread, Output
 from lambda_conn.local._fleet_pool import EnvironmentPool, Schedule, Slot, check_fleet_options
 from lambda_conn.local._fleet_report import FleetSummary, fleet_failure_kind, too_many_connections
+from lambda_conn.local._fleet_shards import (
+    LiveCounter,
+    Shard,
+    SharedFlag,
+    SharedSchedule,
+    make_shared,
+    send_end,
+    shards_for,
+)
 from lambda_conn.local._lambda import LocalLambda
 from lambda_conn.local._logtap import LogTap
 from lambda_conn.local._record_columns import RecordColumns
@@ -132,7 +141,7 @@ class _Collector:
         keep_responses: bool,
         progress: Progress | None,
         max_init_failures: int | None,
-        stop: threading.Event,
+        stop: threading.Event | SharedFlag,
         capacity: Capacity,
     ) -> None:
         self._lock = threading.Lock()
@@ -230,24 +239,27 @@ def _sigint_deferred() -> Iterator[None]:
 
 
 class _Fleet:
+    """One process's callers and environments; the schedule, the stop and the collector
+    are this process's own, or (in a shard) shared with the parent."""
+
     def __init__(
         self,
         make: Callable[[], LocalLambda],
         *,
-        n: int,
         concurrency: int,
-        ramp_s: float | None,
-        idle_s: float | None,
-        event: Any,
-        collector_options: dict[str, Any],
-        capacity: Capacity,
+        payload: bytes,
+        keep_responses: bool,
+        schedule: Schedule | SharedSchedule,
+        stop: threading.Event | Any,
+        collector: _Collector | Any,
+        live: LiveCounter | None = None,
     ) -> None:
-        self.stop = threading.Event()
-        self.pool = EnvironmentPool(make, concurrency)
-        self.schedule = Schedule(n, concurrency, ramp_s=ramp_s, idle_s=idle_s, stop=self.stop)
-        self.collector = _Collector(stop=self.stop, capacity=capacity, **collector_options)
-        self.payload = json.dumps(event).encode()  # once: every invocation sends the same event
-        self._keep = bool(collector_options["keep_responses"])
+        self.stop = stop
+        self.pool = EnvironmentPool(make, concurrency, live)
+        self.schedule = schedule
+        self.collector = collector
+        self.payload = payload  # once: every invocation sends the same event
+        self._keep = keep_responses
         self.concurrency = concurrency
         self._cond = threading.Condition()
         self._callers: list[EnvironmentThread] = []
@@ -334,9 +346,15 @@ class _Fleet:
             pass
 
     def wait_callers(self) -> None:
+        while not self.callers_back(0.1):
+            pass
+
+    def callers_back(self, timeout: float) -> bool:
+        """True once every caller started has no more work (waits up to ``timeout``)."""
         with self._cond:
-            while self._finished < len(self._callers):
-                self._cond.wait(0.1)
+            if self._finished < len(self._callers):
+                self._cond.wait(timeout)
+            return self._finished >= len(self._callers)
 
     def teardown(self, *, abort: bool) -> None:
         """Stop handing out work; on abort SIGKILL every environment until every caller
@@ -387,6 +405,7 @@ def fleet_soak(
     keep_responses: bool = False,
     max_init_failures: int | None = 10,
     dsn: str | None = None,
+    shards: int | None = None,
 ) -> FleetReport:
     """Invoke ``handler`` ``n`` times from ``concurrency`` concurrent callers.
 
@@ -407,10 +426,13 @@ def fleet_soak(
     (``report.server``); an unreachable
     server raises ``SamplerError`` before the first invocation.
     Ctrl-C raises ``FleetInterrupted`` with the records so far, every environment gone.
+    ``shards``: supervisor processes serving the environments (None: one per core, at
+    most ``concurrency``; 1: all from this process), so the rate grows with the cores.
     Other options are ``soak()``'s.
     """
     check_soak_options(n, max_init_failures)
     concurrency, ramp, idle = check_fleet_options(concurrency, ramp_s, idle_s, n)
+    processes = shards_for(concurrency, shards)
     sampler = None
     if dsn is not None:
         from lambda_conn.local._server_sampler import ServerSampler
@@ -421,6 +443,7 @@ def fleet_soak(
             handler,
             n,
             concurrency=concurrency,
+            shards=processes,
             ramp=ramp,
             idle=idle,
             event=event,
@@ -451,6 +474,7 @@ def _run(
     n: int,
     *,
     concurrency: int,
+    shards: int,
     ramp: float | None,
     idle: float | None,
     event: Any,
@@ -463,55 +487,31 @@ def _run(
     with LogTap(output) as tap:
         options = {**options, "output": tap.fd}
         first = LocalLambda(handler, **options)  # validates every setting here, at once
-        spare = [first]
         capacity = Capacity(
             concurrency,
             handler=first.config.spec.lambda_form,
             memory_bytes=first.config.memory_bytes,
         )
-
-        def make() -> LocalLambda:
-            return spare.pop() if spare else LocalLambda(handler, **options)
-
-        fleet = _Fleet(
-            make,
-            n=n,
-            concurrency=concurrency,
-            ramp_s=ramp,
-            idle_s=idle,
-            event=event,
-            collector_options=collector_options,
-            capacity=capacity,
-        )
-        interrupted = False
-        normal_end = False
-        start = time.perf_counter()
-        try:
-            capacity.check_descriptors()  # CapacityError before any environment starts
-            fleet.start_caller(0)
-            if capacity.measures_memory:  # the first invocation alone, then the rest
-                fleet.wait_probe()
-            if not fleet.stop.is_set():
-                for k in range(1, concurrency):
-                    fleet.start_caller(k)
-            fleet.wait_callers()
-            normal_end = True
-            if sampler is not None:  # the work's end, before teardown closes anything
-                sampler.sample_now()
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            wall = time.perf_counter() - start
-            fleet.teardown(abort=not normal_end)
-            first.close()  # when no request ever reached it (safe twice)
-            capacity.restore()
+        payload = json.dumps(event).encode()
+        keep = bool(collector_options["keep_responses"])
+        if shards > 1:
+            first.close()  # the shards make their own
+            ended = _run_shards(
+                handler, n, concurrency, shards, ramp, idle, options, payload, keep,
+                collector_options, capacity, sampler,
+            )  # fmt: skip
+        else:
+            ended = _run_here(
+                handler, n, concurrency, ramp, idle, options, first, payload, keep,
+                collector_options, capacity, sampler,
+            )  # fmt: skip
     # The last sample after every environment is gone: what the server still holds.
     series = sampler.stop() if sampler is not None else None
-    if fleet.error is not None:
-        raise fleet.error
-    if fleet.collector.refused is not None:
-        raise fleet.collector.refused
-    collector = fleet.collector
+    if ended.error is not None:
+        raise ended.error
+    collector = ended.collector
+    if collector.refused is not None:
+        raise collector.refused
     records, started = collector.in_order()
     summary = FleetSummary(
         concurrency=concurrency,
@@ -519,29 +519,227 @@ def _run(
         idle_s=idle,
         environments_created=collector.environments,
         environments_replaced=collector.replaced,
-        peak_environments=fleet.pool.peak_live,
+        peak_environments=ended.peak_live,
         too_many_connections=sum(too_many_connections(r) for r in records),
         rds_retries=sum(tap.classes["rds_connect_retry"].values()),
         rds_retries_by_code=dict(tap.classes["rds_connect_retry"].most_common()),
-        idle_after=None if fleet.schedule.idle_window is None else n // 2,
+        idle_after=None if ended.schedule.idle_window is None else n // 2,
         supervisor_rss_start_bytes=rss_start,
         supervisor_rss_end_bytes=_own_rss(),
         peak_server_connections=None if series is None else series.peak,
         server_max_connections=None if series is None else series.max_connections,
     )
-    report = FleetReport(
+    return FleetReport(
         handler=first.config.spec.lambda_form,
         memory_mb=first.config.memory_mb,
         timeout_s=first.config.timeout_s,
-        wall_s=wall,
+        wall_s=ended.wall,
         records=records,
-        shutdowns=fleet.shutdowns(),
+        shutdowns=ended.shutdowns,
         started_s=started,
-        started_at=fleet.schedule.started_at,
+        started_at=ended.schedule.started_at,
         fleet=summary,
-        stopped_early="interrupted" if interrupted else collector.stopped,
+        stopped_early="interrupted" if ended.interrupted else collector.stopped,
         pinning=dict(tap.classes["rds_proxy_pinning"]),
-        idle_window=fleet.schedule.idle_window,
+        idle_window=ended.schedule.idle_window,
         server=series,
     )
-    return report
+
+
+@dataclass
+class _Ended:
+    """What a fleet run left for its report, in this process or over its shards."""
+
+    collector: _Collector
+    schedule: Schedule | SharedSchedule
+    shutdowns: list[ShutdownRecord]
+    peak_live: int
+    wall: float
+    interrupted: bool
+    error: BaseException | None
+
+
+def _run_here(
+    handler: str,
+    n: int,
+    concurrency: int,
+    ramp: float | None,
+    idle: float | None,
+    options: dict[str, Any],
+    first: LocalLambda,
+    payload: bytes,
+    keep: bool,
+    collector_options: dict[str, Any],
+    capacity: Capacity,
+    sampler: ServerSampler | None,
+) -> _Ended:
+    """Every environment served from this process's caller threads."""
+    spare = [first]
+
+    def make() -> LocalLambda:
+        return spare.pop() if spare else LocalLambda(handler, **options)
+
+    stop = threading.Event()
+    schedule = Schedule(n, concurrency, ramp_s=ramp, idle_s=idle, stop=stop)
+    collector = _Collector(stop=stop, capacity=capacity, **collector_options)
+    fleet = _Fleet(
+        make,
+        concurrency=concurrency,
+        payload=payload,
+        keep_responses=keep,
+        schedule=schedule,
+        stop=stop,
+        collector=collector,
+    )
+    interrupted = False
+    normal_end = False
+    start = time.perf_counter()
+    try:
+        capacity.check_descriptors()  # CapacityError before any environment starts
+        fleet.start_caller(0)
+        if capacity.measures_memory:  # the first invocation alone, then the rest
+            fleet.wait_probe()
+        if not fleet.stop.is_set():
+            for k in range(1, concurrency):
+                fleet.start_caller(k)
+        fleet.wait_callers()
+        normal_end = True
+        if sampler is not None:  # the work's end, before teardown closes anything
+            sampler.sample_now()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        wall = time.perf_counter() - start
+        fleet.teardown(abort=not normal_end)
+        first.close()  # when no request ever reached it (safe twice)
+        capacity.restore()
+    return _Ended(
+        collector, schedule, fleet.shutdowns(), fleet.pool.peak_live, wall, interrupted, fleet.error
+    )
+
+
+def _run_shards(
+    handler: str,
+    n: int,
+    concurrency: int,
+    shards: int,
+    ramp: float | None,
+    idle: float | None,
+    options: dict[str, Any],
+    payload: bytes,
+    keep: bool,
+    collector_options: dict[str, Any],
+    capacity: Capacity,
+    sampler: ServerSampler | None,
+) -> _Ended:
+    """The environments served by ``shards`` forked supervisor processes
+    (``_fleet_shards``); this process collects, samples and handles Ctrl-C."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # before any environment; nothing to pickle
+    shared = make_shared(ctx, n, concurrency, ramp, idle)
+    collector = _Collector(stop=shared.stop, capacity=capacity, **collector_options)
+
+    def run(number: int, callers: list[int], shared_: Any, conn: Any) -> None:
+        _shard(handler, options, payload, keep, callers, shared_, conn)
+
+    started: list[Shard] = []
+    receivers: list[threading.Thread] = []
+    interrupted = False
+    normal_end = False
+    start = time.perf_counter()
+    try:
+        capacity.check_descriptors()  # CapacityError before any environment starts
+        if not capacity.measures_memory:
+            shared.go.set()
+        for number in range(shards):
+            callers = [k for k in range(concurrency) if k % shards == number]
+            shard = Shard(ctx, number, callers, shared, run)
+            started.append(shard)
+            receiver = threading.Thread(
+                target=shard.receive, args=(collector.add,), name="lambda_conn-fleet-receive"
+            )
+            receivers.append(receiver)
+            receiver.start()
+        if capacity.measures_memory:  # the first invocation alone, then the rest
+            while not len(collector.records) and not shared.stop.is_set():
+                if any(not r.is_alive() for r in receivers[:1]):
+                    break
+                time.sleep(0.005)
+            shared.go.set()
+        back = 0
+        while back < len(started):
+            if shared.work_done.acquire(timeout=0.1):
+                back += 1
+            elif all(not r.is_alive() for r in receivers):
+                break  # every shard ended (or died) without saying so
+        normal_end = True
+        if sampler is not None:  # the work's end, before teardown closes anything
+            sampler.sample_now()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        wall = time.perf_counter() - start
+        with _sigint_deferred():
+            if not normal_end:
+                shared.stop.set()
+                shared.abort.set()
+            shared.teardown.set()
+            for receiver in receivers:
+                receiver.join()
+            for shard in started:
+                shard.join(timeout=30)
+            capacity.restore()
+    error = next((shard.error for shard in started if shard.error is not None), None)
+    shutdowns = [
+        dataclasses.replace(s, environment=shard.slot(key).numbers.get(s.environment, 0))
+        for shard in started
+        for key, s in shard.shutdowns
+    ]
+    return _Ended(collector, shared.schedule, shutdowns, shared.live.peak, wall, interrupted, error)
+
+
+def _shard(
+    handler: str,
+    options: dict[str, Any],
+    payload: bytes,
+    keep: bool,
+    callers: list[int],
+    shared: Any,
+    conn: Any,
+) -> None:
+    """A shard's life: its callers until the work is done (or the parent aborts), then,
+    when the parent says so, every environment down and the shutdowns sent."""
+    from lambda_conn.local._fleet_shards import _Forwarder
+
+    forwarder = _Forwarder(conn.send_bytes, lambda slot: slot.key)
+    fleet = _Fleet(
+        lambda: LocalLambda(handler, **options),
+        concurrency=len(callers),
+        payload=payload,
+        keep_responses=keep,
+        schedule=shared.schedule,
+        stop=shared.stop,
+        collector=forwarder,
+        live=shared.live,
+    )
+    try:
+        for k in callers:
+            if k != 0:  # the very first invocation may be the memory probe: alone
+                while not shared.go.wait(_ABORT_POLL_S):
+                    if shared.abort.is_set() or shared.stop.is_set():
+                        break
+                if not shared.go.is_set():
+                    break
+            fleet.start_caller(k)
+        while not fleet.callers_back(_ABORT_POLL_S) and not shared.abort.is_set():
+            pass
+    finally:
+        forwarder.flush()
+        shared.work_done.release()
+        while not shared.teardown.wait(_ABORT_POLL_S):
+            pass
+        fleet.teardown(abort=shared.abort.is_set())
+        forwarder.close()
+        shutdowns = [(slot.key, s) for slot in fleet.pool.slots for s in slot.fn.shutdowns]
+        send_end(conn, shutdowns, fleet.error)

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 
 from lambda_conn.local._lambda import LocalLambda
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lambda_conn.local._fleet_shards import LiveCounter
+
 __all__ = ["EnvironmentPool", "Schedule", "Slot"]
 
 _JOIN_POLL_S = 0.05
@@ -26,6 +30,8 @@ class Slot:
     """One place for an execution environment, and the numbers of those it held."""
 
     fn: LocalLambda
+    #: Its place in the pool (from 0): how a shard names it to the parent.
+    key: int = 0
     #: True while an environment exists in it (warm, or starting for the invoke under way).
     live: bool = False
     #: LocalLambda's generation -> the fleet's environment number (from 1).
@@ -35,9 +41,12 @@ class Slot:
 class EnvironmentPool:
     """Hands out slots as Lambda routes requests; counts environments alive at once."""
 
-    def __init__(self, make: Callable[[], LocalLambda], limit: int) -> None:
+    def __init__(
+        self, make: Callable[[], LocalLambda], limit: int, live: LiveCounter | None = None
+    ) -> None:
         self._make = make
         self._limit = limit
+        self._shared_live = live  # the whole fleet's, when this pool is one shard's
         self._cond = threading.Condition()
         self.slots: list[Slot] = []
         self._warm: list[Slot] = []  # idle, with a frozen environment (most recent last)
@@ -56,12 +65,14 @@ class EnvironmentPool:
                 if self._empty:
                     slot = self._empty.pop()
                 elif len(self.slots) < self._limit:
-                    slot = Slot(self._make())
+                    slot = Slot(self._make(), key=len(self.slots))
                     self.slots.append(slot)
                 if slot is not None:
                     slot.live = True  # its invoke will start an environment
                     self.live += 1
                     self.peak_live = max(self.peak_live, self.live)
+                    if self._shared_live is not None:
+                        self._shared_live.change(1)
                     return slot
                 self._cond.wait()
 
@@ -71,6 +82,8 @@ class EnvironmentPool:
             if reset and slot.live:
                 slot.live = False
                 self.live -= 1
+                if self._shared_live is not None:
+                    self._shared_live.change(-1)
             (self._warm if slot.live else self._empty).append(slot)
             self._cond.notify()
 

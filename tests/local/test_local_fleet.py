@@ -234,8 +234,10 @@ def test_init_failures_in_a_row_stop_the_fleet(write_handler):
     report = _soak("broken.handler", 500, concurrency=3, handler_dir=root)
     assert report.stopped_early is not None
     assert report.stopped_early.startswith("Init failed 10 times in a row")
-    # the callers stop asking: at most the requests in flight when it stopped follow
-    assert 10 <= len(report.records) <= 12
+    # the callers stop asking: at most the requests in flight when it stopped follow,
+    # one per caller (in a shard, the caller whose record stopped the fleet may have
+    # sent its next before that record reached this process)
+    assert 10 <= len(report.records) <= 10 + 3
     assert all(r.reset_reason == "init_error" for r in report.records)
     assert report.fleet.environments_created == len(report.records)
 
@@ -272,6 +274,56 @@ def test_back_to_back_invocations_go_to_the_same_environment_without_a_freeze(wr
     assert {s.reason for s in report.shutdowns} == {"spindown"}
     # AND each start time is its dispatch: sent in order, none before the soak began
     assert all(t >= 0 for t in report.started_s)
+
+
+PARENT = """
+    import os
+
+    def handler(event, context):
+        return {"supervisor": os.getppid(), "pid": os.getpid()}
+"""
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_shards_serve_the_environments_from_processes_of_their_own(write_handler, shards):
+    # GIVEN a handler that reports which process started its runtime
+    root = write_handler("parent", PARENT)
+    # WHEN 4 callers soak it over `shards` supervisor processes
+    report = _soak(
+        "parent.handler", 80, concurrency=4, handler_dir=root, keep_responses=True, shards=shards
+    )
+    # THEN every invocation is recorded here, in order, from every shard
+    assert report.summary.failed == 0
+    assert [r.index for r in report.records] == list(range(80))
+    supervisors = {r.response["supervisor"] for r in report.records}
+    if shards == 1:  # every runtime is this process's child
+        assert supervisors == {os.getpid()}
+    else:  # two supervisor processes, neither this one, each with its environments
+        assert len(supervisors) == 2 and os.getpid() not in supervisors
+    # AND the environments are numbered once each over the fleet, all alive at once
+    by_env: dict[int, set[int]] = {}
+    for r in report.records:
+        by_env.setdefault(r.environment, set()).add(r.response["pid"])
+    assert sorted(by_env) == list(range(1, report.fleet.environments_created + 1))
+    assert all(len(pids) == 1 for pids in by_env.values())
+    assert report.fleet.peak_environments == report.fleet.environments_created <= 4
+    assert sorted(s.environment for s in report.shutdowns) == sorted(by_env)
+    # AND no supervisor process is left
+    for pid in supervisors - {os.getpid()}:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_bad_shards_name_the_setting(write_handler):
+    root = write_handler("app", HANDLERS)
+    with pytest.raises(ValueError, match="shards=0 is not accepted: expected None"):
+        _soak("app.ok", 5, concurrency=2, handler_dir=root, shards=0)
 
 
 def test_records_stay_compact(write_handler):
