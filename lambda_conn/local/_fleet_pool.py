@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lambda_conn.local._lambda import LocalLambda
 
@@ -109,21 +110,26 @@ class Schedule:
         *,
         ramp_s: float | None,
         idle_s: float | None,
-        stop: threading.Event,
+        stop: threading.Event | Any,
+        cond: Any = None,
     ) -> None:
         self.n = n
         self.concurrency = concurrency
         self.ramp_s = ramp_s or 0.0
         self.idle_s = idle_s
         self.stop = stop
-        self._cond = threading.Condition()
+        self._cond = threading.Condition() if cond is None else cond
+        self._idle_at = n // 2 if idle_s is not None else -1
+        self._init_state()
+        self.started_at = time.monotonic()
+
+    def _init_state(self) -> None:
+        """The state every caller changes under ``_cond`` (in shared memory for shards)."""
         self._next = 0
         self._in_flight = 0
-        self._idle_at = n // 2 if idle_s is not None else -1
         self._idling = False
         #: (start, end) of the freeze in seconds on the schedule's clock, once done.
         self.idle_window: tuple[float, float] | None = None
-        self.started_at = time.monotonic()
 
     def join_time(self, caller: int) -> float:
         """Seconds after the start when caller ``caller`` (from 0) begins asking."""

@@ -25,13 +25,13 @@ import os
 import pickle
 import signal
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lambda_conn.local import _reaper
+from lambda_conn.local._fleet_pool import Schedule
 from lambda_conn.local._lambda import LocalLambda
 from lambda_conn.local._records import InvocationRecord, ShutdownRecord
 
@@ -48,7 +48,6 @@ __all__ = [
 
 _BATCH_S = 0.01  # a shard's records reach the parent within this (its progress line)
 _BATCH_MAX = 512
-_POLL_S = 0.05
 
 
 def shards_for(concurrency: int, shards: int | None) -> int:
@@ -84,8 +83,9 @@ class SharedFlag:
         return bool(self._event.wait(timeout))
 
 
-class SharedSchedule:
-    """``Schedule`` in shared memory: the same answers to every shard's callers."""
+class SharedSchedule(Schedule):
+    """``Schedule`` with its state in shared memory: the same answers to every shard's
+    callers (each attribute a ``RawValue``, changed only under the shared condition)."""
 
     def __init__(
         self,
@@ -97,89 +97,63 @@ class SharedSchedule:
         idle_s: float | None,
         stop: SharedFlag,
     ) -> None:
-        self.n = n
-        self.concurrency = concurrency
-        self.ramp_s = ramp_s or 0.0
-        self.idle_s = idle_s
-        self.stop = stop
-        self._cond = ctx.Condition(ctx.Lock())
-        self._next = ctx.RawValue("q", 0)
-        self._in_flight = ctx.RawValue("q", 0)
-        self._idle_at = n // 2 if idle_s is not None else -1
-        self._idling = ctx.RawValue("b", 0)
-        self._window = ctx.RawArray("d", 3)  # done flag, start, end
-        self.started_at = time.monotonic()
+        self._shared = (
+            ctx.RawValue("q", 0),  # next
+            ctx.RawValue("q", 0),  # in flight
+            ctx.RawValue("b", 0),  # idling
+            ctx.RawArray("d", 3),  # the freeze: done, start, end
+        )
+        super().__init__(
+            n, concurrency, ramp_s=ramp_s, idle_s=idle_s, stop=stop, cond=ctx.Condition()
+        )
+
+    def _init_state(self) -> None:
+        pass  # the shared values start at zero
+
+    @property
+    def _next(self) -> int:
+        return int(self._shared[0].value)
+
+    @_next.setter
+    def _next(self, value: int) -> None:
+        self._shared[0].value = value
+
+    @property
+    def _in_flight(self) -> int:
+        return int(self._shared[1].value)
+
+    @_in_flight.setter
+    def _in_flight(self, value: int) -> None:
+        self._shared[1].value = value
+
+    @property
+    def _idling(self) -> bool:
+        return bool(self._shared[2].value)
+
+    @_idling.setter
+    def _idling(self, value: bool) -> None:
+        self._shared[2].value = int(value)
 
     @property
     def idle_window(self) -> tuple[float, float] | None:
-        window = self._window
+        window = self._shared[3]
         return (window[1], window[2]) if window[0] else None
 
-    @property
-    def handed_out(self) -> int:
-        return int(self._next.value)
-
-    def join_time(self, caller: int) -> float:
-        if self.concurrency <= 1 or not self.ramp_s:
-            return 0.0
-        return self.ramp_s * caller / (self.concurrency - 1)
-
-    def wait_to_join(self, caller: int) -> bool:
-        join_at = self.started_at + self.join_time(caller)
-        while not self.stop.is_set() and self._next.value < self.n:
-            delay = join_at - time.monotonic()
-            if delay <= 0:
-                return True
-            time.sleep(min(delay, _POLL_S))
-        return False
-
-    def take(self) -> int | None:
-        with self._cond:
-            while True:
-                if self.stop.is_set() or self._next.value >= self.n:
-                    return None
-                if self._next.value != self._idle_at or self._window[0]:
-                    break
-                if self._idling.value or self._in_flight.value:
-                    self._cond.wait(0.1)
-                    continue
-                self._idle_locked()
-            return self._hand_out()
-
-    def take_now(self) -> int | None:
-        with self._cond:
-            if self.stop.is_set() or self._next.value >= self.n:
-                return None
-            if self._next.value == self._idle_at and not self._window[0]:
-                return None
-            return self._hand_out()
-
-    def _hand_out(self) -> int:
-        index = int(self._next.value)
-        self._next.value = index + 1
-        self._in_flight.value += 1
-        return index
-
-    def _idle_locked(self) -> None:
-        assert self.idle_s is not None
-        self._idling.value = 1
-        start = time.monotonic()
-        self._cond.release()
-        try:
-            self.stop.wait(self.idle_s)
-        finally:
-            self._cond.acquire()
-        self._idling.value = 0
-        self._window[1] = start - self.started_at
-        self._window[2] = time.monotonic() - self.started_at
-        self._window[0] = 1
-        self._cond.notify_all()
+    @idle_window.setter
+    def idle_window(self, value: tuple[float, float] | None) -> None:
+        window = self._shared[3]
+        if value is not None:
+            window[1], window[2] = value
+        window[0] = value is not None
 
     def done(self) -> None:
+        """As ``Schedule.done``, waking waiters only while the freeze is to come: a
+        cross-process notify waits for every sleeper to wake, and otherwise only a
+        ramp's callers wait, who look again every 50 ms."""
         with self._cond:
-            self._in_flight.value -= 1
-            if self._idle_at >= 0 and not self._window[0]:
-                self._cond.notify_all()  # only a caller waiting for the freeze waits
+            self._in_flight -= 1
+            if self._idle_at >= 0 and self.idle_window is None:
+                self._cond.notify_all()
 
 
 class LiveCounter:
