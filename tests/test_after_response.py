@@ -1,0 +1,156 @@
+"""``lambda_conn._after_response``: work run once the runtime has posted the response.
+
+awslambdaric's ``LambdaRuntimeClient`` cannot post without a Runtime API, so a stand-in
+class with the same two methods is put where awslambdaric's module would be; the real one
+is exercised in tests/local/test_local_release_after_response.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+from lambda_conn import _after_response
+from lambda_conn._guard import ending, recycle
+
+
+class Exited(BaseException):
+    pass
+
+
+class Client:
+    """Stands in for awslambdaric's LambdaRuntimeClient: records what it posted."""
+
+    posted: ClassVar[list[str]] = []
+
+    def post_invocation_result(self, invoke_id: str, data: bytes, *rest: Any) -> None:
+        if invoke_id == "fail":
+            raise ConnectionError("post failed: password=hunter2")
+        self.posted.append(f"result {invoke_id}")
+
+    def post_invocation_error(self, invoke_id: str, *rest: Any) -> None:
+        self.posted.append(f"error {invoke_id}")
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[Client]]:
+    """The stand-in, as if awslambdaric ran us (a fresh class per test: unwrapped)."""
+    cls = type("LambdaRuntimeClient", (Client,), {"posted": []})
+    module = types.ModuleType(_after_response.CLIENT_MODULE)
+    module.LambdaRuntimeClient = cls  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, _after_response.CLIENT_MODULE, module)
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:1")
+    monkeypatch.delenv("AWS_LAMBDA_MAX_CONCURRENCY", raising=False)
+    yield cls
+    _after_response._pending.clear()
+    recycle.disarm()
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    codes: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        raise Exited
+
+    monkeypatch.setattr(ending, "_exit", fake_exit)
+    return codes
+
+
+def events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "lambda_conn"]
+    return [r for r in records if r["event"] == name]
+
+
+def test_hooks_run_after_the_post_in_order_and_a_failing_one_stops_nothing(
+    runtime: type[Client], exits: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    steps: list[str] = []
+
+    def first() -> None:
+        steps.append(f"first, after {runtime.posted}")
+
+    def broken() -> None:
+        raise RuntimeError("secret=hunter2")
+
+    def third() -> None:
+        steps.append("third")
+
+    # GIVEN a recycle armed, then work deferred (the exit must still come after the work)
+    assert recycle.arm()
+    for hook in (first, broken, third):
+        assert _after_response.defer(hook)
+    assert _after_response.defer(first)  # already pending: not twice
+    assert _after_response.pending() == 3
+    # WHEN the runtime posts the response
+    with caplog.at_level(logging.WARNING, logger="lambda_conn"), pytest.raises(Exited):
+        runtime().post_invocation_result("a", b"{}")
+    # THEN the work ran after the post, in order, past the broken hook, and the exit last
+    assert steps == ["first, after ['result a']", "third"] and exits == [0]
+    [failed] = events(caplog, "after_response_hook_failed")
+    assert failed["error"] == "RuntimeError" and failed["hook"].endswith("broken")
+    assert "hunter2" not in caplog.text  # the type name only, never the message
+    assert _after_response.pending() == 0
+
+
+def test_work_runs_once_then_the_next_post_runs_only_what_came_since(
+    runtime: type[Client],
+) -> None:
+    steps: list[str] = []
+    _after_response.defer(lambda: steps.append("one"))
+    runtime().post_invocation_error("a", "{}", "")
+    runtime().post_invocation_result("b", b"{}")  # nothing pending: nothing runs
+    _after_response.defer(lambda: steps.append("two"))
+    runtime().post_invocation_result("c", b"{}")
+    assert steps == ["one", "two"]
+    assert runtime.posted == ["error a", "result b", "result c"]
+
+
+def test_a_post_that_fails_drops_the_work_and_raises_into_the_runtime(
+    runtime: type[Client], exits: list[int]
+) -> None:
+    steps: list[str] = []
+    recycle.arm()
+    _after_response.defer(lambda: steps.append("dropped"))
+    with pytest.raises(ConnectionError):
+        runtime().post_invocation_result("fail", b"{}")
+    # not delivered: neither the work nor the exit, and nothing left pending
+    assert steps == [] and exits == [] and _after_response.pending() == 0
+    recycle.disarm()
+    _after_response.defer(lambda: steps.append("next"))
+    runtime().post_invocation_result("b", b"{}")
+    assert steps == ["next"]
+
+
+def test_install_is_idempotent(runtime: type[Client]) -> None:
+    _after_response.install(runtime)
+    wrapped = runtime.post_invocation_result
+    _after_response.install(runtime)
+    recycle.install(runtime)
+    assert runtime.post_invocation_result is wrapped
+    assert wrapped.__name__ == "post_invocation_result"
+    steps: list[str] = []
+    _after_response.defer(lambda: steps.append("once"))
+    runtime().post_invocation_result("a", b"{}")
+    assert steps == ["once"]  # one wrapper, so one run
+
+
+def test_nothing_is_deferred_unless_awslambdaric_posts_here(
+    runtime: type[Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", "4")  # workers post with another class
+    assert not _after_response.defer(print)
+    monkeypatch.delenv("AWS_LAMBDA_MAX_CONCURRENCY")
+    monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API")  # a test process that imported it
+    assert not _after_response.defer(print)
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:1")
+    monkeypatch.delitem(sys.modules, _after_response.CLIENT_MODULE)
+    assert not _after_response.defer(print)
+    assert _after_response.pending() == 0
