@@ -7,7 +7,8 @@ older than ``max_age``, and closed at shutdown. With ``release_above``, it is al
 at the end of an invocation while the server reports more than that share of its
 ``max_connections`` in use (sampled on the connection itself, at most every
 ``sample_every`` seconds): a fleet of idle environments then gives sessions back to a
-nearly full server instead of holding them.
+nearly full server instead of holding them. Under awslambdaric a sample that is due is
+taken once the response is posted (``_after_response``): the caller never waits for it.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class ReusedConnection(Generic[T]):
         self.sample_every = sample_every
         self._sampled_at: float | None = None  # when the server's utilisation was last read
         self._reading: tuple[int, int] | None = None  # what it was: (in use, maximum)
+        self._deferred_for: T | None = None  # the kept one, sampled after the response
         _remember(self)
 
     def __repr__(self) -> str:
@@ -207,13 +209,18 @@ class ReusedConnection(Generic[T]):
             if conn is not None:
                 self._settle(conn, "end_of_invocation", handler_failed)
             if self.release_above is not None and self._conn is not None:
-                self._release_if_server_full(self._conn)
+                self._release_if_server_full(self._conn, may_defer=True)
 
-    def _release_if_server_full(self, conn: T) -> None:
+    def _release_if_server_full(self, conn: T, *, may_defer: bool) -> None:
         """Close the kept connection (lock held) while the last sample of the server's
-        utilisation, at most ``sample_every`` seconds old, is above ``release_above``."""
+        utilisation, at most ``sample_every`` seconds old, is above ``release_above``.
+
+        A sample that is due costs a round trip: with ``may_defer``, it is taken after
+        awslambdaric has posted the response instead, when it can be."""
         now = self._clock()
         if self._sampled_at is None or now - self._sampled_at >= self.sample_every:
+            if may_defer and self._defer_release(conn):
+                return
             self._sampled_at = now
             self._reading = self._sample(conn)
             if self._conn is not conn:
@@ -240,6 +247,31 @@ class ReusedConnection(Generic[T]):
             "its next invocation instead of holding a session while it waits",
         )
         self._close_kept()
+
+    def _defer_release(self, conn: T) -> bool:
+        """Schedule the sample and the decision for after the response (lock held). False
+        when they must happen now: not under awslambdaric, or the last deferred one never
+        ran (its post failed, or did not go through the hook)."""
+        if self._deferred_for is not None:
+            self._deferred_for = None
+            return False
+        from lambda_conn import _after_response
+
+        if not _after_response.defer(self._release_after_response):
+            return False
+        self._deferred_for = conn
+        return True
+
+    def _release_after_response(self) -> None:
+        """After the post: sample and decide, unless the connection changed hands since
+        the invocation ended (replaced, closed, or taken again): then do nothing."""
+        with self._lock:
+            conn, self._deferred_for = self._deferred_for, None
+            if conn is None or conn is not self._conn or self.release_above is None:
+                return
+            if self._checked_in is not _UNSET or self._owner is not None:
+                return
+            self._release_if_server_full(conn, may_defer=False)
 
     def _sample(self, conn: T) -> tuple[int, int] | None:
         """``(in use, max_connections)`` read on ``conn`` (lock held); None when it cannot

@@ -14,9 +14,10 @@ import types
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import pymysql
 import pytest
 
-from lambda_conn import _after_response
+from lambda_conn import _after_response, managed_connection, reused_connection
 from lambda_conn._guard import ending, recycle
 
 
@@ -154,3 +155,81 @@ def test_nothing_is_deferred_unless_awslambdaric_posts_here(
     monkeypatch.delitem(sys.modules, _after_response.CLIENT_MODULE)
     assert not _after_response.defer(print)
     assert _after_response.pending() == 0
+
+
+# -- the reused connection's release, deferred -------------------------------------------
+
+
+def _reused(mariadb: Any) -> Any:
+    # any session of the 2,000 the session server allows puts it above the threshold
+    return reused_connection(
+        lambda: pymysql.connect(**mariadb.connect_kwargs()),
+        name="db",
+        release_above=0.0001,
+        sample_every=0.001,
+    )
+
+
+def test_the_release_waits_for_the_post_then_closes_the_kept_connection(
+    runtime: type[Client], mariadb: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = _reused(mariadb)
+
+    @managed_connection
+    def handler(event: object, context: object) -> int:
+        with db().cursor() as cur:
+            cur.execute("SELECT CONNECTION_ID()")
+            return int(cur.fetchone()[0])
+
+    try:
+        with caplog.at_level(logging.INFO, logger="lambda_conn"):
+            session = handler({}, None)
+            # the invocation ended: not sampled yet, still kept
+            assert db.connected and _after_response.pending() == 1
+            assert events(caplog, "reused_connection_released") == []
+            runtime().post_invocation_result("a", b"{}")
+        # after the post: sampled, released, gone on the server's side
+        assert not db.connected
+        assert mariadb.wait_session_gone(session)
+        [released] = events(caplog, "reused_connection_released")
+        assert released["name"] == "db" and released["share"] > released["threshold"]
+    finally:
+        db.close()
+
+
+def test_a_connection_taken_again_before_the_post_is_left_alone(
+    runtime: type[Client], mariadb: Any
+) -> None:
+    db = _reused(mariadb)
+    try:
+
+        @managed_connection
+        def handler(event: object, context: object) -> None:
+            db()
+            if event == "again":
+                runtime().post_invocation_result("a", b"{}")  # the last one's post, now
+
+        handler("first", None)
+        kept = db._conn
+        handler("again", None)  # took it before the post: the deferred release did nothing
+        assert db.connected and db._conn is kept
+    finally:
+        db.close()
+
+
+def test_a_deferred_release_that_never_ran_makes_the_next_one_synchronous(
+    runtime: type[Client], mariadb: Any
+) -> None:
+    db = _reused(mariadb)
+
+    @managed_connection
+    def handler(event: object, context: object) -> None:
+        db()
+
+    try:
+        handler({}, None)
+        assert db.connected  # deferred; the post never reaches the hook
+        handler({}, None)  # the end of this one samples now
+        assert not db.connected
+    finally:
+        db.close()
