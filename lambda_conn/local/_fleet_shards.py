@@ -32,7 +32,6 @@ from typing import Any
 
 from lambda_conn.local import _reaper
 from lambda_conn.local._fleet_pool import Schedule
-from lambda_conn.local._lambda import LocalLambda
 from lambda_conn.local._records import InvocationRecord, ShutdownRecord
 
 __all__ = [
@@ -358,7 +357,3 @@ def send_end(
     except Exception:  # an exception that does not pickle: its text
         data = pickle.dumps(("end", (shutdowns, RuntimeError(repr(error)))))
     conn.send_bytes(data)
-
-
-def new_lambda(handler: str, options: dict[str, Any]) -> LocalLambda:
-    return LocalLambda(handler, **options)
