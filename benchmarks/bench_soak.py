@@ -190,7 +190,7 @@ def raw_loop(n: int, split: bool = False) -> Sample:
     return Sample((len(times) - 1) / (times[-1] - times[0]), cpu / (len(times) - 1) * 1e6)
 
 
-def soak_loop(n: int, split: bool = False) -> Sample:
+def soak_loop(n: int, split: bool = False, spin: bool = True) -> Sample:
     from lambda_conn.local import soak
 
     times: list[float] = []
@@ -214,6 +214,7 @@ def soak_loop(n: int, split: bool = False) -> Sample:
         output=subprocess.DEVNULL,
         progress=progress,
         max_init_failures=1,
+        spin=spin,
     )
     if split:
         _run_on(None)
@@ -364,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     cases: dict[str, Callable[[], Sample]] = {
         "raw loop": lambda: raw_loop(args.n, split),
         "soak": lambda: soak_loop(args.n, split),
+        "soak, spin=False": lambda: soak_loop(args.n, split, spin=False),
     }
     for tree in (t.resolve() for t in args.baseline):
         cases[f"soak, supervisor of {tree.name}"] = lambda tree=tree: baseline_loop(  # type: ignore[misc]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import select
 import socket
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import NamedTuple
@@ -249,8 +250,10 @@ class _Connection:
 class RuntimeApiServer:
     """The API on 127.0.0.1 and a free port, served by whoever calls ``pump``."""
 
-    def __init__(self, state: SandboxState) -> None:
+    def __init__(self, state: SandboxState, spin_s: float = 0.0) -> None:
         self.state = state
+        #: How long ``pump`` polls without sleeping before it blocks (see ``SPIN_S``).
+        self.spin_s = spin_s
         self.socket = socket.create_server(("127.0.0.1", 0), backlog=64)
         self.socket.setblocking(False)
         self._poll = select.poll()
@@ -282,7 +285,11 @@ class RuntimeApiServer:
         response posted just before an exit is kept."""
         if self._closed:
             return True
-        ready = self._poll.poll(None if timeout is None else max(timeout, 0.0) * 1000)
+        ready = self._spin(timeout) if self.spin_s > 0 else None
+        if not ready:
+            if ready is not None and timeout is not None:  # what the spin took of it
+                timeout -= self.spin_s
+            ready = self._poll.poll(None if timeout is None else max(timeout, 0.0) * 1000)
         watched = False
         for fd, events in ready:
             if fd in self._watched:
@@ -294,6 +301,17 @@ class RuntimeApiServer:
                 if conn is not None:
                     self._service(conn, events)
         return watched
+
+    def _spin(self, timeout: float | None) -> list[tuple[int, int]]:
+        """What is ready within ``spin_s`` (or ``timeout``, if shorter), polled without
+        sleeping; empty when nothing was."""
+        poll = self._poll.poll
+        now = time.perf_counter
+        end = now() + (self.spin_s if timeout is None else min(self.spin_s, timeout))
+        while True:
+            ready = poll(0)
+            if ready or now() >= end:
+                return ready
 
     def connection_count(self) -> int:
         """Client connections open now (the runtime's; an extension's parked one)."""

@@ -123,11 +123,13 @@ class ExecutionEnvironment:
     starts stop and die with it, as they do in a Lambda sandbox.
     """
 
-    def __init__(self, config: FunctionConfig, generation: int, output: Output = None) -> None:
+    def __init__(
+        self, config: FunctionConfig, generation: int, output: Output = None, spin_s: float = 0.0
+    ) -> None:
         self.config = config
         self.generation = generation
         self.state = SandboxState(config.metadata())
-        self.server = RuntimeApiServer(self.state)
+        self.server = RuntimeApiServer(self.state, spin_s)
         self._output = output
         self._proc: subprocess.Popen[bytes] | None = None
         self._frozen = False

@@ -109,6 +109,8 @@ class LocalLambda:
         self._random_at = 0
         #: An invocation already dispatched for the next ``_invoke(more=...)``, and its start.
         self._inflight: tuple[Invocation, float] | None = None
+        #: How long its environments' API polls before sleeping (``SPIN_S``; a soak's).
+        self._spin_s = 0.0
         atexit.register(self._kill_at_exit)
 
     def __repr__(self) -> str:
@@ -260,7 +262,7 @@ class LocalLambda:
 
     def _start_environment(self) -> ExecutionEnvironment:
         self._generation += 1
-        env = ExecutionEnvironment(self.config, self._generation, self._output)
+        env = ExecutionEnvironment(self.config, self._generation, self._output, self._spin_s)
         env.start()
         return env
 

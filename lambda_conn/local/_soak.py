@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lambda_conn.local._constants import SPIN_S
 from lambda_conn.local._environment import Output
 from lambda_conn.local._lambda import LocalLambda
 from lambda_conn.local._logtap import LogTap
@@ -100,6 +101,15 @@ def check_soak_options(n: object, max_init_failures: object) -> None:
         )
 
 
+def spin_s(spin: object) -> float:
+    """How long a soak's API polls before sleeping: ``SPIN_S`` when ``spin`` and this
+    process may run on two cores or more (on one, the spin would take the runtime's turn),
+    else 0."""
+    if not isinstance(spin, bool):
+        raise ValueError(f"spin={spin!r} is not accepted: expected True or False")
+    return SPIN_S if spin and len(os.sched_getaffinity(0)) >= 2 else 0.0
+
+
 def soak(
     handler: str,
     n: int,
@@ -113,6 +123,7 @@ def soak(
     progress: Progress | None = None,
     keep_responses: bool = False,
     max_init_failures: int | None = 10,
+    spin: bool = True,
 ) -> SoakReport:
     """Invoke ``handler`` ``n`` times with ``event``, then spin the environment down.
 
@@ -121,8 +132,13 @@ def soak(
     are always kept. After ``max_init_failures`` Init failures in a row (a typo in the
     handler's name, a missing dependency) the soak stops: every further invocation would
     fail the same way. Ctrl-C raises ``SoakInterrupted``, which carries the records so far.
+
+    ``spin``: while it waits for the runtime's next request the supervisor polls for
+    ``SPIN_S`` before it sleeps (where it has two cores): more CPU, and the supervisor's
+    wake-up no longer paces the soak. ``spin=False`` sleeps at once.
     """
     check_soak_options(n, max_init_failures)
+    spin_for = spin_s(spin)
     payload = json.dumps(event).encode()  # once: every invocation sends the same event
     stopped: str | None = None
     # The function's output passes through a tap that counts the events the summary shows.
@@ -137,6 +153,7 @@ def soak(
             output=tap.fd,
         ) as fn,
     ):
+        fn._spin_s = spin_for
         records = fn.records
         init_failures = 0
         start = time.perf_counter()

@@ -4,6 +4,8 @@ runtime's exit through its pidfd, and measures descriptors exactly."""
 from __future__ import annotations
 
 import os
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -11,6 +13,8 @@ import threading
 import pytest
 
 from lambda_conn.local._api_server import RuntimeApiServer
+from lambda_conn.local._constants import SPIN_S
+from lambda_conn.local._soak import spin_s
 from lambda_conn.local._state import FunctionMetadata, SandboxState
 
 pytestmark = pytest.mark.timeout(60)
@@ -106,3 +110,99 @@ def test_an_invocation_dispatched_ahead_and_never_asked_for_is_killed(write_hand
     fn.close()
     assert [s.reason for s in fn.shutdowns] == ["interrupted", "interrupted"]
     assert len(fn.records) == 3
+
+
+class _RecordingPoll:
+    """A ``select.poll`` that remembers the timeout of every ``poll`` call."""
+
+    def __init__(self, poll: select.poll) -> None:
+        self._poll = poll
+        self.timeouts: list[float | None] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._poll, name)
+
+    def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+        self.timeouts.append(timeout)
+        return self._poll.poll(timeout)
+
+
+def _spinning_server(spin_s: float) -> tuple[RuntimeApiServer, _RecordingPoll]:
+    server = RuntimeApiServer(SandboxState(FunctionMetadata("f", "$LATEST", "app.handler")), spin_s)
+    recorder = _RecordingPoll(server._poll)
+    server._poll = recorder  # type: ignore[assignment]
+    return server, recorder
+
+
+def test_a_spinning_server_serves_what_arrives_meanwhile_without_sleeping():
+    # GIVEN a server that spins up to 10 s before it sleeps, and a client that connects
+    server, recorder = _spinning_server(10.0)
+    try:
+        with socket.create_connection(("127.0.0.1", int(server.address.split(":")[1]))):
+            # WHEN it is pumped with a minute to wait
+            server.pump(60.0)
+            # THEN it took the connection from a poll that did not sleep
+            assert server.connection_count() == 1
+            assert recorder.timeouts and set(recorder.timeouts) == {0}
+    finally:
+        server.stop()
+
+
+def test_a_spinning_server_sleeps_for_the_rest_of_the_wait_when_nothing_came():
+    # GIVEN a server that spins 20 ms before it sleeps, and nothing that will arrive
+    server, recorder = _spinning_server(0.02)
+    try:
+        # WHEN it is pumped for 100 ms
+        assert server.pump(0.1) is False
+        # THEN it polled without sleeping, then slept once for what was left of the wait
+        assert recorder.timeouts[0] == 0
+        assert 0 < recorder.timeouts[-1] <= 80 + 1e-6
+        assert recorder.timeouts.count(0) == len(recorder.timeouts) - 1
+    finally:
+        server.stop()
+
+
+def test_a_server_that_does_not_spin_sleeps_at_once():
+    server, recorder = _spinning_server(0.0)
+    try:
+        assert server.pump(0.01) is False
+        assert recorder.timeouts == [10.0]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("spin", "cores", "expected"), [(True, {0, 1}, SPIN_S), (True, {0}, 0.0), (False, {0, 1}, 0.0)]
+)
+def test_a_soak_spins_only_where_it_has_two_cores(monkeypatch, spin, cores, expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cores)
+    assert spin_s(spin) == expected
+
+
+def test_spin_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"spin='yes' is not accepted: expected True or False"):
+        spin_s("yes")
+
+
+@pytest.mark.parametrize("spin", [True, False])
+def test_a_soak_spins_in_the_real_runtime_unless_told_not_to(write_handler, monkeypatch, spin):
+    # GIVEN every server's spin counted, on a machine with two cores
+    from lambda_conn.local import soak
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    spins: list[float] = []
+    original = RuntimeApiServer._spin
+
+    def counted(self: RuntimeApiServer, timeout: float | None) -> list[tuple[int, int]]:
+        spins.append(self.spin_s)
+        return original(self, timeout)
+
+    monkeypatch.setattr(RuntimeApiServer, "_spin", counted)
+    root = write_handler("app", HANDLERS)
+    # WHEN a handler is soaked
+    report = soak("app.handler", 20, handler_dir=root, output=subprocess.DEVNULL, spin=spin)
+    # THEN every invocation succeeded, its API spinning SPIN_S at a time unless spin=False
+    assert report.summary.failed == 0 and len(report.records) == 20
+    assert set(spins) == ({SPIN_S} if spin else set())
+    if spin:
+        assert len(spins) >= 20
