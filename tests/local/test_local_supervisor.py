@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -127,48 +128,50 @@ class _RecordingPoll:
         return self._poll.poll(timeout)
 
 
-def _spinning_server(spin_s: float) -> tuple[RuntimeApiServer, _RecordingPoll]:
-    server = RuntimeApiServer(SandboxState(FunctionMetadata("f", "$LATEST", "app.handler")), spin_s)
-    recorder = _RecordingPoll(server._poll)
-    server._poll = recorder  # type: ignore[assignment]
-    return server, recorder
+@pytest.fixture
+def spinning_server() -> Iterator[Callable[[float], tuple[RuntimeApiServer, _RecordingPoll]]]:
+    """Make a server that spins ``spin_s`` before it sleeps, with its polls recorded."""
+    servers: list[RuntimeApiServer] = []
+
+    def make(spin_s: float) -> tuple[RuntimeApiServer, _RecordingPoll]:
+        metadata = FunctionMetadata("f", "$LATEST", "app.handler")
+        server = RuntimeApiServer(SandboxState(metadata), spin_s)
+        servers.append(server)
+        recorder = _RecordingPoll(server._poll)
+        server._poll = recorder  # type: ignore[assignment]
+        return server, recorder
+
+    yield make
+    for server in servers:
+        server.stop()
 
 
-def test_a_spinning_server_serves_what_arrives_meanwhile_without_sleeping():
+def test_a_spinning_server_serves_what_arrives_meanwhile_without_sleeping(spinning_server):
     # GIVEN a server that spins up to 10 s before it sleeps, and a client that connects
-    server, recorder = _spinning_server(10.0)
-    try:
-        with socket.create_connection(("127.0.0.1", int(server.address.split(":")[1]))):
-            # WHEN it is pumped with a minute to wait
-            server.pump(60.0)
-            # THEN it took the connection from a poll that did not sleep
-            assert server.connection_count() == 1
-            assert recorder.timeouts and set(recorder.timeouts) == {0}
-    finally:
-        server.stop()
+    server, recorder = spinning_server(10.0)
+    with socket.create_connection(("127.0.0.1", int(server.address.split(":")[1]))):
+        # WHEN it is pumped with a minute to wait
+        server.pump(60.0)
+        # THEN it took the connection from a poll that did not sleep
+        assert server.connection_count() == 1
+        assert recorder.timeouts and set(recorder.timeouts) == {0}
 
 
-def test_a_spinning_server_sleeps_for_the_rest_of_the_wait_when_nothing_came():
+def test_a_spinning_server_sleeps_for_the_rest_of_the_wait_when_nothing_came(spinning_server):
     # GIVEN a server that spins 20 ms before it sleeps, and nothing that will arrive
-    server, recorder = _spinning_server(0.02)
-    try:
-        # WHEN it is pumped for 100 ms
-        assert server.pump(0.1) is False
-        # THEN it polled without sleeping, then slept once for what was left of the wait
-        assert recorder.timeouts[0] == 0
-        assert 0 < recorder.timeouts[-1] <= 80 + 1e-6
-        assert recorder.timeouts.count(0) == len(recorder.timeouts) - 1
-    finally:
-        server.stop()
+    server, recorder = spinning_server(0.02)
+    # WHEN it is pumped for 100 ms
+    assert server.pump(0.1) is False
+    # THEN it polled without sleeping, then slept once for what was left of the wait
+    assert recorder.timeouts[0] == 0
+    assert 0 < recorder.timeouts[-1] <= 80 + 1e-6
+    assert recorder.timeouts.count(0) == len(recorder.timeouts) - 1
 
 
-def test_a_server_that_does_not_spin_sleeps_at_once():
-    server, recorder = _spinning_server(0.0)
-    try:
-        assert server.pump(0.01) is False
-        assert recorder.timeouts == [10.0]
-    finally:
-        server.stop()
+def test_a_server_that_does_not_spin_sleeps_at_once(spinning_server):
+    server, recorder = spinning_server(0.0)
+    assert server.pump(0.01) is False
+    assert recorder.timeouts == [10.0]
 
 
 @pytest.mark.parametrize(
