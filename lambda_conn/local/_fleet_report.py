@@ -9,6 +9,7 @@ whether the database ran out or the function failed for another reason.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,15 +20,17 @@ __all__ = ["FleetSummary", "fleet_failure_kind", "fleet_rows", "too_many_connect
 
 #: Lower-case fragments that mean the server refused a connection for lack of slots:
 #: MySQL/MariaDB ER_CON_COUNT_ERROR (1040) and PostgreSQL's 53300 messages (also the
-#: reserved-slots wording), asyncpg's exception name, RDSConnector's give-up text (it
-#: quotes the last error).
+#: reserved-slots wording), psycopg's and asyncpg's exception names (TooManyConnections,
+#: TooManyConnectionsError), RDSConnector's give-up text (it quotes the last error).
 _TOO_MANY = (
     "too many connections",
     "too many clients",
     "remaining connection slots are reserved",
-    "toomanyconnectionserror",
-    "53300",
+    "toomanyconnections",
 )
+#: The SQLSTATE itself only where it is labelled as one ("SQLSTATE 53300", "pgcode:
+#: 53300", "[53300]"): bare, the digits are as likely a port or a count.
+_SQLSTATE_53300 = re.compile(r"(?:sqlstate|pgcode)\W{0,3}53300\b|\[53300\]")
 TOO_MANY_LABEL = "too many connections"
 
 
@@ -36,7 +39,7 @@ def too_many_connections(record: InvocationRecord) -> bool:
     if record.ok:
         return False
     text = f"{record.error_type or ''} {record.error_message or ''}".lower()
-    return any(fragment in text for fragment in _TOO_MANY)
+    return any(fragment in text for fragment in _TOO_MANY) or bool(_SQLSTATE_53300.search(text))
 
 
 def fleet_failure_kind(record: InvocationRecord) -> str:

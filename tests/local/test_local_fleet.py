@@ -423,6 +423,19 @@ def test_too_many_connections_has_a_row_of_its_own():
     assert fleet_failure_kind(failed("OperationalError", "(2003, 'refused')")) == (
         "OperationalError"
     )
+    # psycopg's own class for SQLSTATE 53300, and the code where it is labelled as one
+    for error_type, message in [
+        ("TooManyConnections", "connection failed"),
+        ("DBAPIError", "SQLSTATE 53300: no slot"),
+        ("OperationalError", "server said [53300]"),
+    ]:
+        assert fleet_failure_kind(failed(error_type, message)).endswith("(too many connections)")
+    # the digits alone are a port (or a count), not the server running out
+    refused = (
+        'connection failed: connection to server at "127.0.0.1", port 53300 failed: '
+        "Connection refused"
+    )
+    assert fleet_failure_kind(failed("OperationalError", refused)) == "OperationalError"
 
 
 # ------------------------------------------------------------------ processes
