@@ -26,6 +26,9 @@ MAXIMUM = "LAMBDA_CONN_MAX_CONNECTIONS"
 EACH = "LAMBDA_CONN_CONNECTIONS_PER_ENVIRONMENT"
 
 _logged = False  # the automatic Init log, once per process
+#: The reused connections that log counted as connections each (None: it did not count
+#: them, or there was no log): one declared later logs the budget again.
+_logged_each: int | None = None
 
 
 def reused_connections_declared() -> int:
@@ -132,7 +135,8 @@ def log_budget(budget: Mapping[str, Any]) -> None:
 
 
 def log_at_init() -> None:
-    """At decoration (Init): validate the budget settings; in Lambda, log the budget once."""
+    """At decoration (Init): validate the budget settings; in Lambda, log the budget once
+    (again if a reused connection is declared afterwards: ``reused_connection_declared``)."""
     global _logged
     import os
 
@@ -144,4 +148,32 @@ def log_at_init() -> None:
     if budget is None or budget["function"] is None or _logged:
         return
     _logged = True
+    _remember_count(budget)
     log_budget(budget)
+
+
+def reused_connection_declared() -> None:
+    """A ``reused_connection`` declared after the Init log that counted them (a module
+    that decorates its handler before it declares its connections): log the budget again
+    with it, ``recounted`` true, rather than leave a count that is too low standing."""
+    if _logged_each is None:
+        return
+    budget = compute()
+    if budget is None or budget["counted_from"] != "reused_connections":
+        return
+    if budget["connections_per_environment"] <= _logged_each:
+        return
+    _remember_count(budget)
+    log_budget({**budget, "recounted": True})
+
+
+def reset() -> None:
+    """Forget the Init log (a test process decorates many handlers)."""
+    global _logged, _logged_each
+    _logged, _logged_each = False, None
+
+
+def _remember_count(budget: Mapping[str, Any]) -> None:
+    global _logged_each
+    counted = budget["counted_from"] == "reused_connections"
+    _logged_each = budget["connections_per_environment"] if counted else None

@@ -14,6 +14,7 @@ taken once the response is posted (``_after_response``): the caller never waits 
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 import time
 import weakref
@@ -385,6 +386,9 @@ def _is_number(value: object) -> bool:
 def _remember(reused: ReusedConnection[Any]) -> None:
     global _atexit_registered
     _registry.append(weakref.ref(reused))
+    budget = sys.modules.get("lambda_conn._budget")  # loaded once a handler is decorated
+    if budget is not None:
+        budget.reused_connection_declared()
     if not _atexit_registered:
         import atexit
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,14 @@ VARIABLES = (_budget.RESERVED, _budget.MAXIMUM, _budget.EACH)
 
 
 @pytest.fixture
-def lambda_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def lambda_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """A Lambda-like environment with no budget variable yet, and the Init log not done."""
     for name in (*VARIABLES, "AWS_LAMBDA_MAX_CONCURRENCY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders")
-    monkeypatch.setattr(_budget, "_logged", False)
-    return monkeypatch
+    _budget.reset()
+    yield monkeypatch
+    _budget.reset()
 
 
 def budget_events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict[str, Any]]]:
@@ -200,6 +202,17 @@ def test_the_reused_connections_declared_at_init_are_the_connections_each() -> N
         "handler({}, None)\n"
         "handler({}, None)\n"
     )
+    # THEN one line at Init: 30 environments x 2 connections = 60 > 50
+    [(level, event)] = _budget_lines_of(code)
+    assert level == "WARNING"
+    assert event["connections_per_environment"] == 2
+    assert event["counted_from"] == "reused_connections"
+    assert event["budget"] == 60 and event["max_connections"] == 50
+
+
+def _budget_lines_of(code: str) -> list[tuple[str, dict[str, Any]]]:
+    """The ``connection_budget`` lines (level, event) of ``code`` run as a function module
+    of ``orders`` (reserved concurrency 30, max_connections 50)."""
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     env.update(
         AWS_LAMBDA_FUNCTION_NAME="orders",
@@ -215,12 +228,32 @@ def test_the_reused_connections_declared_at_init_are_the_connections_each() -> N
         timeout=60,
         check=True,
     ).stdout
-    # THEN one line at Init: 30 environments x 2 connections = 60 > 50
-    lines = [line for line in out.splitlines() if "connection_budget" in line]
-    assert len(lines) == 1, out
-    level, _, payload = lines[0].partition(" ")
-    event = json.loads(payload)
-    assert level == "WARNING"
-    assert event["connections_per_environment"] == 2
-    assert event["counted_from"] == "reused_connections"
-    assert event["budget"] == 60 and event["max_connections"] == 50
+    lines = [line.partition(" ") for line in out.splitlines() if "connection_budget" in line]
+    return [(level, json.loads(payload)) for level, _, payload in lines]
+
+
+def test_a_reused_connection_declared_after_the_handler_logs_the_budget_again() -> None:
+    # GIVEN a function module that decorates its handler first (the budget is logged
+    # then, with no reused connection yet: one each), then declares two reused connections
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(\n"
+        "    stream=sys.stdout, level=logging.INFO, format='%(levelname)s %(message)s'\n"
+        ")\n"
+        "from lambda_conn import managed_connection, reused_connection\n"
+        "@managed_connection\n"
+        "def handler(event, context):\n"
+        "    return None\n"
+        "db = reused_connection(lambda: None, name='db')\n"
+        "cache = reused_connection(lambda: None, name='cache')\n"
+        "handler({}, None)\n"
+    )
+    lines = _budget_lines_of(code)
+    # THEN the first line's 30 x 1 fits, and the second reused connection logs it again:
+    # 30 x 2 = 60 > 50, a warning, marked as recounted (the first one changed nothing)
+    assert [(level, e["connections_per_environment"], e["budget"]) for level, e in lines] == [
+        ("INFO", 1, 30),
+        ("WARNING", 2, 60),
+    ]
+    assert "recounted" not in lines[0][1] and lines[1][1]["recounted"] is True
+    assert lines[1][1]["within"] is False
