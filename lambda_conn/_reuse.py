@@ -9,6 +9,9 @@ at the end of an invocation while the server reports more than that share of its
 ``sample_every`` seconds): a fleet of idle environments then gives sessions back to a
 nearly full server instead of holding them. Under awslambdaric a sample that is due is
 taken once the response is posted (``_after_response``): the caller never waits for it.
+That holds in multi-concurrent mode too, in each worker process after its own post; a
+worker whose post failed (awslambdaric logs it and goes on) still samples. Elsewhere (tests,
+scripts, another runtime) the sample is taken where the invocation's scope ends.
 """
 
 from __future__ import annotations

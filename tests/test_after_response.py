@@ -1,14 +1,16 @@
 """``lambda_conn._after_response``: work run once the runtime has posted the response.
 
-awslambdaric's ``LambdaRuntimeClient`` cannot post without a Runtime API, so a stand-in
-class with the same two methods is put where awslambdaric's module would be; the real one
-is exercised in tests/local/test_local_release_after_response.py.
+awslambdaric's client classes cannot post without a Runtime API, so stand-ins with the
+same two methods are put where awslambdaric's module would be; the real ones are exercised
+in tests/local/test_local_release_after_response.py (``LambdaRuntimeClient``) and
+tests/local/test_local_release_multi_concurrent.py (``LambdaMultiConcurrentRuntimeClient``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -39,12 +41,26 @@ class Client:
         self.posted.append(f"error {invoke_id}")
 
 
+class MultiClient(Client):
+    """Stands in for LambdaMultiConcurrentRuntimeClient: a failed post is logged, not raised."""
+
+    def post_invocation_result(self, invoke_id: str, data: bytes, *rest: Any) -> None:
+        if invoke_id == "fail":
+            self.posted.append("failed fail")  # handle_exception: logged, and returns
+            return
+        self.posted.append(f"result {invoke_id}")
+
+
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[Client]]:
-    """The stand-in, as if awslambdaric ran us (a fresh class per test: unwrapped)."""
+    """The stand-ins, as if awslambdaric ran us in the standard mode (fresh classes per
+    test: unwrapped); ``module.LambdaMultiConcurrentRuntimeClient`` is the other one."""
     cls = type("LambdaRuntimeClient", (Client,), {"posted": []})
     module = types.ModuleType(_after_response.CLIENT_MODULE)
     module.LambdaRuntimeClient = cls  # type: ignore[attr-defined]
+    module.LambdaMultiConcurrentRuntimeClient = type(  # type: ignore[attr-defined]
+        "LambdaMultiConcurrentRuntimeClient", (MultiClient,), {"posted": []}
+    )
     monkeypatch.setitem(sys.modules, _after_response.CLIENT_MODULE, module)
     monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:1")
     monkeypatch.delenv("AWS_LAMBDA_MAX_CONCURRENCY", raising=False)
@@ -146,8 +162,10 @@ def test_install_is_idempotent(runtime: type[Client]) -> None:
 def test_nothing_is_deferred_unless_awslambdaric_posts_here(
     runtime: type[Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", "4")  # workers post with another class
-    assert not _after_response.defer(print)
+    module = sys.modules[_after_response.CLIENT_MODULE]
+    monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", "4")
+    monkeypatch.delattr(module, "LambdaMultiConcurrentRuntimeClient")  # an older awslambdaric
+    assert not _after_response.defer(print)  # the standard class is there, but never posts
     monkeypatch.delenv("AWS_LAMBDA_MAX_CONCURRENCY")
     monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API")  # a test process that imported it
     assert not _after_response.defer(print)
@@ -155,6 +173,75 @@ def test_nothing_is_deferred_unless_awslambdaric_posts_here(
     monkeypatch.delitem(sys.modules, _after_response.CLIENT_MODULE)
     assert not _after_response.defer(print)
     assert _after_response.pending() == 0
+
+
+# -- multi-concurrent mode: each worker posts with LambdaMultiConcurrentRuntimeClient -----
+
+
+def _multi(runtime: type[Client]) -> type[Client]:
+    """The fixture's LambdaMultiConcurrentRuntimeClient stand-in."""
+    module = sys.modules[_after_response.CLIENT_MODULE]
+    cls: type[Client] = module.LambdaMultiConcurrentRuntimeClient
+    return cls
+
+
+@pytest.mark.parametrize("max_concurrency", [None, "2", ""])
+def test_only_the_class_that_posts_in_this_mode_is_wrapped(
+    runtime: type[Client], monkeypatch: pytest.MonkeyPatch, max_concurrency: str | None
+) -> None:
+    multi = _multi(runtime)
+    unwrapped = {cls: cls.post_invocation_result for cls in (runtime, multi)}
+    if max_concurrency is not None:  # set at all, even empty: awslambdaric's own test
+        monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", max_concurrency)
+    posting, idle = (runtime, multi) if max_concurrency is None else (multi, runtime)
+    assert _after_response.posting_client() is posting
+    steps: list[str] = []
+    assert _after_response.defer(lambda: steps.append(f"after {posting.posted}"))
+    assert posting.post_invocation_result is not unwrapped[posting]
+    assert idle.post_invocation_result is unwrapped[idle]  # loaded, but never posts here
+    posting().post_invocation_result("a", b"{}")
+    assert steps == ["after ['result a']"]
+
+
+def test_a_worker_post_that_failed_without_raising_still_runs_the_work(
+    runtime: type[Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # awslambdaric logs a multi-concurrent worker's failed post and goes on to the next
+    # event: the work (a release sample) still runs, before that next /next
+    monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", "2")
+    multi = _multi(runtime)
+    steps: list[str] = []
+    assert _after_response.defer(lambda: steps.append(f"after {multi.posted}"))
+    multi().post_invocation_result("fail", b"{}")
+    assert steps == ["after ['failed fail']"] and _after_response.pending() == 0
+
+
+def test_a_worker_post_never_runs_the_recycle_exit(
+    runtime: type[Client], monkeypatch: pytest.MonkeyPatch, exits: list[int]
+) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", "2")
+    multi = _multi(runtime)
+    # the guard never arms there; and arm itself refuses
+    assert not recycle.available() and not recycle.arm() and not recycle.is_armed()
+    # even with the exit registered and armed (the standard client's hook installed too)
+    recycle.install(runtime)
+    recycle._armed = True
+    steps: list[str] = []
+    assert _after_response.defer(lambda: steps.append("released"))
+    multi().post_invocation_result("a", b"{}")
+    multi().post_invocation_error("b", "{}", "")
+    assert steps == ["released"] and exits == []  # the worker lives on
+
+
+def test_a_forked_worker_starts_with_nothing_pending(runtime: type[Client]) -> None:
+    # deferred in the parent (as if it had served an invocation before forking)
+    assert _after_response.defer(print)
+    pid = os.fork()
+    if pid == 0:  # the worker: the parent's post is not its own
+        os._exit(0 if _after_response.pending() == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _after_response.pending() == 1  # the parent's is still there for its post
 
 
 # -- the reused connection's release, deferred -------------------------------------------

@@ -5,9 +5,11 @@ is posted, failing that request. The post is hooked by ``lambda_conn._after_resp
 the exit is its last step, after any work deferred to after the response (a reused
 connection's release), since nothing runs after it.
 
-Only the single-request client is wrapped: in multi-concurrent mode the workers run
-``LambdaMultiConcurrentRuntimeClient``, which awslambdaric never replaces when one exits,
-and the guard only reports there.
+Only the standard client's post exits: in multi-concurrent mode the workers post with
+``LambdaMultiConcurrentRuntimeClient``, and awslambdaric never replaces a worker that
+exits, so the guard only reports there. That class is wrapped too in those workers (work
+deferred to after the response, such as a reused connection's release, runs there), but
+``_after_response`` never runs the exit after its post, and ``arm`` refuses in that mode.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ _armed = False
 
 
 def available() -> bool:
-    return client_class() is not None
+    return _exiting_client() is not None
 
 
 def is_armed() -> bool:
@@ -43,7 +45,7 @@ def is_armed() -> bool:
 def arm() -> bool:
     """Exit after the next response (or error) is posted. False if we cannot hook the post."""
     global _armed
-    cls = client_class()
+    cls = _exiting_client()
     if cls is None:
         return False
     install(cls)
@@ -60,6 +62,12 @@ def install(cls: object) -> None:
     """Hook the post methods of ``cls`` and exit there when armed (idempotent)."""
     _after_response.install(cls)
     _after_response.run_last(_exit_if_armed)
+
+
+def _exiting_client() -> object:
+    """The class whose post may end the process: the standard client, never in
+    multi-concurrent mode (where it is loaded but the workers post with another)."""
+    return None if _after_response.multi_concurrent() else client_class()
 
 
 def _exit_if_armed() -> None:
