@@ -64,6 +64,31 @@ def test_only_the_unprotected_design_runs_the_server_out(tmp_path: Path, server:
     assert (tmp_path / "f.svg").read_text().count(f"max_connections {MAX_CONNECTIONS}") == 4
 
 
+def test_above_the_servers_limit_only_the_retried_connect_survives(tmp_path: Path) -> None:
+    # GIVEN the demo's 16 callers against MariaDB's smallest max_connections, 10 (the
+    # sampler holds one), each request holding its connection 100 ms (the default 20 ms
+    # is a shorter overload: six attempts' backoff, about 0.8 s, failed 3 or 4 of 96
+    # requests here at 100 ms, and none waiting until the time is up)
+    out = _demo(
+        "-c", "16", "-n", "96", "--hold-ms", "100", "--max-connections", "10",
+        "--server", "mariadb",
+        "--json", str(tmp_path / "f.json"), "--quiet",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = json.loads((tmp_path / "f.json").read_text())
+    unprotected, _closed, _reused, rds = rows.values()
+    # THEN the server ran out (the unprotected design fails, with "too many connections")
+    assert unprotected["fleet"]["too_many_connections"] > 0
+    # AND RDSConnector, retrying until the invocation's time is up, answered every request:
+    # it waited for a slot, as many times as it took
+    assert rds["summary"]["failed"] == 0, rds["summary"]["first_failures"]
+    assert rds["fleet"]["rds_retries"] > 0
+    assert rds["fleet"]["concurrency"] == 16
+    [line] = [line for line in out.stdout.splitlines() if line.startswith("4. RDSConnector")]
+    assert line.rstrip().endswith("yes")
+
+
 def test_a_dsn_that_cannot_be_sampled_exits_2_before_any_invocation(tmp_path: Path) -> None:
     dsn = f"mysql://app:s3cret-pw@127.0.0.1:{free_port()}/app"  # nothing listens there
     out = _demo("--dsn", dsn, "-n", "5", cwd=tmp_path)
