@@ -312,3 +312,71 @@ def test_a_dsn_of_another_scheme_is_a_usage_error(
     assert result.returncode == 2
     assert "argument --dsn: DSN" in result.stderr and "is not accepted" in result.stderr
     assert "pw-secret" not in result.stderr
+
+
+BUDGET_HANDLERS = """
+    import logging
+    import os
+    import time
+
+    import pymysql
+
+    from lambda_conn import managed_connection, reused_connection
+
+    logging.getLogger("lambda_conn").setLevel(logging.INFO)  # the budget's INFO line
+
+    def _connect():
+        return pymysql.connect(
+            host=os.environ["DB_HOST"], port=int(os.environ["DB_PORT"]),
+            user=os.environ["DB_USER"], password=os.environ["DB_PASSWORD"],
+            database=os.environ["DB_NAME"], ssl_disabled=True, connect_timeout=5,
+        )
+
+    db = reused_connection(_connect, name="db")
+
+    @managed_connection
+    def handler(event, context):
+        for reused in (db, audit):
+            with reused().cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        time.sleep(0.02)
+
+    audit = reused_connection(_connect, name="audit")  # declared after the handler
+"""
+
+
+def test_the_budget_logged_at_init_is_what_the_fleet_holds_on_the_server(
+    write_handler: Callable[[str, str], Path], small_server: MariaDBServer, tmp_path: Path
+) -> None:
+    # GIVEN a function keeping two reused connections per environment (one declared
+    # after its handler), told its reserved concurrency (4) and the server's maximum
+    root = write_handler("budget_app", BUDGET_HANDLERS)
+    port = small_server.port
+    logs = tmp_path / "function.log"
+    # the test server's admin session (kept open from here on) is the only other client
+    assert small_server.threads_connected() == 0
+    # WHEN 4 concurrent callers soak it, the server's connections sampled meanwhile
+    out = _soak(
+        root, "budget_app.handler", port, "--dsn", _dsn(port), "--logs", str(logs),
+        "--env", "LAMBDA_CONN_RESERVED_CONCURRENCY=4",
+        "--env", f"LAMBDA_CONN_MAX_CONNECTIONS={MAX_CONNECTIONS}",
+        "--concurrency", "4",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    fleet = json.loads((tmp_path / "out.json").read_text())["fleet"]
+    assert fleet["environments_created"] == fleet["peak_environments"] == 4
+    # THEN each environment's last budget line counts both connections: 4 x 2 = 8 of 16
+    budgets = []
+    for line in logs.read_text(errors="replace").splitlines():
+        start = line.find('{"logger": "lambda_conn"')
+        if start >= 0 and json.loads(line[start:])["event"] == "connection_budget":
+            budgets.append(json.loads(line[start:]))
+    final = [b for b in budgets if b.get("recounted")]
+    assert len(final) == 4, budgets  # once per environment, after the second declaration
+    assert {(b["connections_per_environment"], b["budget"], b["within"]) for b in final} == {
+        (2, 8, True)
+    }
+    # AND the server saw exactly that many sessions of the function at the peak, beside
+    # the admin session: the budget is what the fleet holds (the sampler's own excluded)
+    assert fleet["peak_server_connections"] == 8 + 1
