@@ -513,6 +513,7 @@ def _run(
     if collector.refused is not None:
         raise collector.refused
     records, started = collector.in_order()
+    window = ended.schedule.idle_window
     summary = FleetSummary(
         concurrency=concurrency,
         ramp_s=ramp,
@@ -528,6 +529,7 @@ def _run(
         supervisor_rss_end_bytes=_own_rss(),
         peak_server_connections=None if series is None else series.peak,
         server_max_connections=None if series is None else series.max_connections,
+        idle_frozen_s=None if window is None else window[1] - window[0],
     )
     return FleetReport(
         handler=first.config.spec.lambda_form,

@@ -73,6 +73,9 @@ class FleetSummary:
     #: With a DSN: the most client connections the server had at once, and its maximum.
     peak_server_connections: int | None = None
     server_max_connections: int | None = None
+    #: How long every environment stayed frozen for --idle (shorter than ``idle_s`` when
+    #: the soak was stopped during the freeze).
+    idle_frozen_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,18 +99,22 @@ def fleet_rows(fleet: FleetSummary) -> list[tuple[str, str]]:
         ("peak concurrent environments", f"{fleet.peak_environments} / {fleet.concurrency}"),
         ("too many connections (failed)", str(fleet.too_many_connections)),
     ]
-    if fleet.peak_server_connections is not None:
-        rows.append(
-            (
-                "peak server connections",
-                f"{fleet.peak_server_connections} / {fleet.server_max_connections} max_connections",
-            )
-        )
+    peak, maximum = fleet.peak_server_connections, fleet.server_max_connections
+    if peak is not None:
+        shown = f"{peak} / {maximum} max_connections"
+        if maximum is not None and peak > maximum:  # MariaDB counts a client it refuses
+            shown += " (with clients being refused)"
+        rows.append(("peak server connections", shown))
     rows.append(("RDSConnector retries (logged)", str(fleet.rds_retries)))
     rows += [(f"  code {code}", str(n)) for code, n in fleet.rds_retries_by_code.items()]
     if fleet.idle_s is not None:
         after = "-" if fleet.idle_after is None else f"after invocation {fleet.idle_after}"
-        rows.append(("all frozen (--idle)", f"{fleet.idle_s:g} s {after}"))
+        frozen = fleet.idle_frozen_s
+        if frozen is not None and frozen < fleet.idle_s - 0.05:  # stopped during it
+            held = f"{frozen:.1f} s of {fleet.idle_s:g} s (stopped)"
+        else:
+            held = f"{fleet.idle_s:g} s"
+        rows.append(("all frozen (--idle)", f"{held} {after}"))
     start, end = fleet.supervisor_rss_start_bytes, fleet.supervisor_rss_end_bytes
     if start is not None and end is not None:
         rows.append(("supervisor memory (RSS)", f"{_mb(end)} ({(end - start) / 2**20:+.1f} MB)"))
