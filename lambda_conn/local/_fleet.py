@@ -317,11 +317,13 @@ class _Fleet:
         descriptors: int | None = None
         following = self.schedule.take_now()
         more = following is not None
+        failed = False
         try:
             record = slot.fn._invoke(self.payload, keep_response=self._keep, more=more)
             if record.cold_start:  # measured before another caller can take the slot
                 descriptors = slot.fn.supervisor_descriptors()
         except BaseException:
+            failed = True
             if following is not None:
                 self.schedule.done()  # taken, never to be invoked
             raise
@@ -331,12 +333,13 @@ class _Fleet:
             kept = more and not reset
             if not kept:
                 self.pool.release(slot, reset=reset)
-            self.schedule.done()
+            self.schedule.done(free=failed or following is None)
         self.collector.add(index, slot, record, started, descriptors)
         if kept:
             return slot, following
         if following is not None and self.stop.is_set():
-            self.schedule.done()  # taken but never handed over: not in flight, not invoked
+            # taken but never handed over: not in flight, not invoked; the caller is free
+            self.schedule.done(free=True)
             following = None
         return None, following
 

@@ -127,6 +127,8 @@ class Schedule:
         """The state every caller changes under ``_cond`` (in shared memory for shards)."""
         self._next = 0
         self._in_flight = 0
+        #: Callers holding a request (in flight, or taken for next): the others are idle.
+        self._holding = 0
         self._idling = False
         #: (start, end) of the freeze in seconds on the schedule's clock, once done.
         self.idle_window: tuple[float, float] | None = None
@@ -136,6 +138,13 @@ class Schedule:
         if self.concurrency <= 1 or not self.ramp_s:
             return 0.0
         return self.ramp_s * caller / (self.concurrency - 1)
+
+    def _joined(self) -> int:
+        """Callers whose join time has come, whether or not their thread has asked yet."""
+        if self.concurrency <= 1 or not self.ramp_s:
+            return self.concurrency
+        elapsed = time.monotonic() - self.started_at
+        return min(self.concurrency, int(elapsed * (self.concurrency - 1) / self.ramp_s) + 1)
 
     def wait_to_join(self, caller: int) -> bool:
         """Sleep until the caller's turn to join; False when the soak stopped meanwhile or
@@ -166,16 +175,22 @@ class Schedule:
             index = self._next
             self._next += 1
             self._in_flight += 1
+            self._holding += 1
             return index
 
     def take_now(self) -> int | None:
         """The next invocation's index if it can be handed out without waiting (not the
-        ``idle_s`` freeze's turn), else None: a caller asks while its current invocation
-        is still in flight, to hand the next one to the same environment at once."""
+        ``idle_s`` freeze's turn) and no other caller is idle, else None: a caller asks
+        while its current invocation is still in flight, to hand the next one to the same
+        environment at once. While a caller that has joined holds no request (its thread
+        not yet started, or between two), the request is its: Lambda sends concurrent
+        requests to as many environments."""
         with self._cond:
             if self.stop.is_set() or self._next >= self.n:
                 return None
             if self._next == self._idle_at and self.idle_window is None:
+                return None
+            if self._holding < self._joined():
                 return None
             index = self._next
             self._next += 1
@@ -196,9 +211,13 @@ class Schedule:
         self.idle_window = (start - self.started_at, time.monotonic() - self.started_at)
         self._cond.notify_all()
 
-    def done(self) -> None:
+    def done(self, *, free: bool = False) -> None:
+        """An invocation taken has ended (or will never run); ``free``: its caller holds no
+        other request now."""
         with self._cond:
             self._in_flight -= 1
+            if free:
+                self._holding -= 1
             self._cond.notify_all()
 
     @property

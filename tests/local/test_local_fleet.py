@@ -111,6 +111,28 @@ def test_a_new_environment_only_when_every_warm_one_is_busy(write_handler, tmp_p
     assert {s.reason for s in report.shutdowns} == {"spindown"}
 
 
+def test_as_many_concurrent_requests_as_callers_get_as_many_environments(write_handler, tmp_path):
+    # GIVEN 6 requests from 6 concurrent callers, each request taking 1 s: longer than it
+    # takes every caller to send its request, so no environment is free again before then
+    root = write_handler("app", HANDLERS)
+    (tmp_path / "seen").mkdir()
+    report = _soak(
+        "app.barrier",
+        6,
+        concurrency=6,
+        event={"dir": str(tmp_path / "seen"), "want": 1, "sleep_s": 1.0},
+        handler_dir=root,
+        keep_responses=True,
+    )
+    # THEN each request had an environment of its own, as Lambda gives 6 concurrent
+    # requests: no caller kept the next request for its own environment while another
+    # caller was free to send it
+    assert report.summary.failed == 0
+    assert report.fleet.environments_created == report.fleet.peak_environments == 6
+    assert sorted(r.environment for r in report.records) == [1, 2, 3, 4, 5, 6]
+    assert len(_pids(report)) == 6
+
+
 def test_concurrency_one_is_one_environment(write_handler):
     root = write_handler("app", HANDLERS)
     report = _soak("app.ok", 20, concurrency=1, handler_dir=root, keep_responses=True)
