@@ -497,17 +497,19 @@ def _run(
         )
         payload = json.dumps(event).encode()
         keep = bool(collector_options["keep_responses"])
+        work: _Here | _Shards
         if shards > 1:
             first.close()  # the shards make their own
-            ended = _run_shards(
+            work = _Shards(
                 handler, n, concurrency, shards, ramp, idle, options, payload, keep,
-                collector_options, capacity, sampler,
+                collector_options, capacity,
             )  # fmt: skip
         else:
-            ended = _run_here(
+            work = _Here(
                 handler, n, concurrency, ramp, idle, options, first, payload, keep,
-                collector_options, capacity, sampler,
+                collector_options, capacity,
             )  # fmt: skip
+        ended = _run_work(work, capacity, sampler)
     # The last sample after every environment is gone: what the server still holds.
     series = sampler.stop() if sampler is not None else None
     if ended.error is not None:
@@ -564,120 +566,15 @@ class _Ended:
     error: BaseException | None
 
 
-def _run_here(
-    handler: str,
-    n: int,
-    concurrency: int,
-    ramp: float | None,
-    idle: float | None,
-    options: dict[str, Any],
-    first: LocalLambda,
-    payload: bytes,
-    keep: bool,
-    collector_options: dict[str, Any],
-    capacity: Capacity,
-    sampler: ServerSampler | None,
-) -> _Ended:
-    """Every environment served from this process's caller threads."""
-    spare = [first]
-
-    def make() -> LocalLambda:
-        return spare.pop() if spare else LocalLambda(handler, **options)
-
-    stop = threading.Event()
-    schedule = Schedule(n, concurrency, ramp_s=ramp, idle_s=idle, stop=stop)
-    collector = _Collector(stop=stop, capacity=capacity, **collector_options)
-    fleet = _Fleet(
-        make,
-        concurrency=concurrency,
-        payload=payload,
-        keep_responses=keep,
-        schedule=schedule,
-        stop=stop,
-        collector=collector,
-    )
+def _run_work(work: _Here | _Shards, capacity: Capacity, sampler: ServerSampler | None) -> _Ended:
+    """The fleet's run, wherever its callers are: the descriptor check, the work, the
+    sample at its end, then (also on Ctrl-C or an error) every environment down."""
     interrupted = False
     normal_end = False
     start = time.perf_counter()
     try:
         capacity.check_descriptors()  # CapacityError before any environment starts
-        fleet.start_caller(0)
-        if capacity.measures_memory:  # the first invocation alone, then the rest
-            fleet.wait_probe()
-        if not fleet.stop.is_set():
-            for k in range(1, concurrency):
-                fleet.start_caller(k)
-        fleet.wait_callers()
-        normal_end = True
-        if sampler is not None:  # the work's end, before teardown closes anything
-            sampler.sample_now()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        wall = time.perf_counter() - start
-        fleet.teardown(abort=not normal_end)
-        first.close()  # when no request ever reached it (safe twice)
-        capacity.restore()
-    return _Ended(
-        collector, schedule, fleet.shutdowns(), fleet.pool.peak_live, wall, interrupted, fleet.error
-    )
-
-
-def _run_shards(
-    handler: str,
-    n: int,
-    concurrency: int,
-    shards: int,
-    ramp: float | None,
-    idle: float | None,
-    options: dict[str, Any],
-    payload: bytes,
-    keep: bool,
-    collector_options: dict[str, Any],
-    capacity: Capacity,
-    sampler: ServerSampler | None,
-) -> _Ended:
-    """The environments served by ``shards`` forked supervisor processes
-    (``_fleet_shards``); this process collects, samples and handles Ctrl-C."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork")  # before any environment; nothing to pickle
-    shared = make_shared(ctx, n, concurrency, ramp, idle)
-    collector = _Collector(stop=shared.stop, capacity=capacity, **collector_options)
-
-    def run(number: int, callers: list[int], shared_: Any, conn: Any) -> None:
-        _shard(handler, options, payload, keep, callers, shared_, conn)
-
-    started: list[Shard] = []
-    receivers: list[threading.Thread] = []
-    interrupted = False
-    normal_end = False
-    start = time.perf_counter()
-    try:
-        capacity.check_descriptors()  # CapacityError before any environment starts
-        if not capacity.measures_memory:
-            shared.go.set()
-        for number in range(shards):
-            callers = [k for k in range(concurrency) if k % shards == number]
-            shard = Shard(ctx, number, callers, shared, run)
-            started.append(shard)
-            receiver = threading.Thread(
-                target=shard.receive, args=(collector.add,), name="lambda_conn-fleet-receive"
-            )
-            receivers.append(receiver)
-            receiver.start()
-        if capacity.measures_memory:  # the first invocation alone, then the rest
-            while not len(collector.records) and not shared.stop.is_set():
-                if any(not r.is_alive() for r in receivers[:1]):
-                    break
-                time.sleep(0.005)
-            shared.go.set()
-        back = 0
-        while back < len(started):
-            if shared.work_done.acquire(timeout=0.1):
-                back += 1
-            elif all(not r.is_alive() for r in receivers):
-                break  # every shard ended (or died) without saying so
+        work.run()
         normal_end = True
         if sampler is not None:  # the work's end, before teardown closes anything
             sampler.sample_now()
@@ -686,22 +583,159 @@ def _run_shards(
     finally:
         wall = time.perf_counter() - start
         with _sigint_deferred():
-            if not normal_end:
-                shared.stop.set()
-                shared.abort.set()
-            shared.teardown.set()
-            for receiver in receivers:
-                receiver.join()
-            for shard in started:
-                shard.join(timeout=30)
+            work.teardown(abort=not normal_end)
             capacity.restore()
-    error = next((shard.error for shard in started if shard.error is not None), None)
-    shutdowns = [
-        dataclasses.replace(s, environment=shard.slot(key).numbers.get(s.environment, 0))
-        for shard in started
-        for key, s in shard.shutdowns
-    ]
-    return _Ended(collector, shared.schedule, shutdowns, shared.live.peak, wall, interrupted, error)
+    return work.ended(wall, interrupted)
+
+
+class _Here:
+    """Every environment served from this process's caller threads."""
+
+    def __init__(
+        self,
+        handler: str,
+        n: int,
+        concurrency: int,
+        ramp: float | None,
+        idle: float | None,
+        options: dict[str, Any],
+        first: LocalLambda,
+        payload: bytes,
+        keep: bool,
+        collector_options: dict[str, Any],
+        capacity: Capacity,
+    ) -> None:
+        spare = [first]
+
+        def make() -> LocalLambda:
+            return spare.pop() if spare else LocalLambda(handler, **options)
+
+        stop = threading.Event()
+        self.schedule = Schedule(n, concurrency, ramp_s=ramp, idle_s=idle, stop=stop)
+        self.collector = _Collector(stop=stop, capacity=capacity, **collector_options)
+        self.fleet = _Fleet(
+            make,
+            concurrency=concurrency,
+            payload=payload,
+            keep_responses=keep,
+            schedule=self.schedule,
+            stop=stop,
+            collector=self.collector,
+        )
+        self._first = first
+        self._concurrency = concurrency
+        self._measures_memory = capacity.measures_memory
+
+    def run(self) -> None:
+        fleet = self.fleet
+        fleet.start_caller(0)
+        if self._measures_memory:  # the first invocation alone, then the rest
+            fleet.wait_probe()
+        if not fleet.stop.is_set():
+            for k in range(1, self._concurrency):
+                fleet.start_caller(k)
+        fleet.wait_callers()
+
+    def teardown(self, *, abort: bool) -> None:
+        self.fleet.teardown(abort=abort)
+        self._first.close()  # when no request ever reached it (safe twice)
+
+    def ended(self, wall: float, interrupted: bool) -> _Ended:
+        fleet = self.fleet
+        return _Ended(
+            self.collector,
+            self.schedule,
+            fleet.shutdowns(),
+            fleet.pool.peak_live,
+            wall,
+            interrupted,
+            fleet.error,
+        )
+
+
+class _Shards:
+    """The environments served by ``shards`` forked supervisor processes
+    (``_fleet_shards``); this process collects, samples and handles Ctrl-C."""
+
+    def __init__(
+        self,
+        handler: str,
+        n: int,
+        concurrency: int,
+        shards: int,
+        ramp: float | None,
+        idle: float | None,
+        options: dict[str, Any],
+        payload: bytes,
+        keep: bool,
+        collector_options: dict[str, Any],
+        capacity: Capacity,
+    ) -> None:
+        import multiprocessing
+
+        self._ctx = multiprocessing.get_context("fork")  # before any environment
+        self.shared = make_shared(self._ctx, n, concurrency, ramp, idle)
+        self.collector = _Collector(stop=self.shared.stop, capacity=capacity, **collector_options)
+        self._concurrency = concurrency
+        self._shards = shards
+        self._measures_memory = capacity.measures_memory
+
+        def run(number: int, callers: list[int], shared_: Any, conn: Any) -> None:
+            _shard(handler, options, payload, keep, callers, shared_, conn)
+
+        self._run = run
+        self.started: list[Shard] = []
+        self.receivers: list[threading.Thread] = []
+
+    def run(self) -> None:
+        shared, collector = self.shared, self.collector
+        if not self._measures_memory:
+            shared.go.set()
+        for number in range(self._shards):
+            callers = [k for k in range(self._concurrency) if k % self._shards == number]
+            shard = Shard(self._ctx, number, callers, shared, self._run)
+            self.started.append(shard)
+            receiver = threading.Thread(
+                target=shard.receive, args=(collector.add,), name="lambda_conn-fleet-receive"
+            )
+            self.receivers.append(receiver)
+            receiver.start()
+        if self._measures_memory:  # the first invocation alone, then the rest
+            while not len(collector.records) and not shared.stop.is_set():
+                if any(not r.is_alive() for r in self.receivers[:1]):
+                    break
+                time.sleep(0.005)
+            shared.go.set()
+        back = 0
+        while back < len(self.started):
+            if shared.work_done.acquire(timeout=0.1):
+                back += 1
+            elif all(not r.is_alive() for r in self.receivers):
+                break  # every shard ended (or died) without saying so
+
+    def teardown(self, *, abort: bool) -> None:
+        shared = self.shared
+        if abort:
+            shared.stop.set()
+            shared.abort.set()
+        shared.teardown.set()
+        for receiver in self.receivers:
+            receiver.join()
+        for shard in self.started:
+            shard.join(timeout=30)
+
+    def ended(self, wall: float, interrupted: bool) -> _Ended:
+        started = self.started
+        error = next((shard.error for shard in started if shard.error is not None), None)
+        shutdowns = [
+            dataclasses.replace(s, environment=shard.slot(key).numbers.get(s.environment, 0))
+            for shard in started
+            for key, s in shard.shutdowns
+        ]
+        shared = self.shared
+        return _Ended(
+            self.collector, shared.schedule, shutdowns, shared.live.peak, wall, interrupted, error
+        )
 
 
 def _shard(
