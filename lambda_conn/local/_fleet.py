@@ -55,6 +55,11 @@ __all__ = ["FleetInterrupted", "FleetReport", "fleet_soak"]
 Progress = Callable[[int, InvocationRecord], None]
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _ABORT_POLL_S = 0.05
+#: How long the shards have to tear down and report before they are SIGKILLed: their
+#: runtimes die with them (PR_SET_PDEATHSIG) and their children with their reapers.
+_SHARD_TEARDOWN_S = 30.0
+#: The same once a shard died: another may be stuck on a lock the dead one held.
+_SHARD_GONE_GRACE_S = 5.0
 
 
 def _own_rss() -> int | None:
@@ -546,7 +551,7 @@ def _run(
         started_s=started,
         started_at=ended.schedule.started_at,
         fleet=summary,
-        stopped_early="interrupted" if ended.interrupted else collector.stopped,
+        stopped_early="interrupted" if ended.interrupted else ended.stopped or collector.stopped,
         pinning=dict(tap.classes["rds_proxy_pinning"]),
         idle_window=ended.schedule.idle_window,
         server=series,
@@ -564,6 +569,8 @@ class _Ended:
     wall: float
     interrupted: bool
     error: BaseException | None
+    #: Why the fleet stopped before its work was done, when not for the collector.
+    stopped: str | None = None
 
 
 def _run_work(work: _Here | _Shards, capacity: Capacity, sampler: ServerSampler | None) -> _Ended:
@@ -574,9 +581,8 @@ def _run_work(work: _Here | _Shards, capacity: Capacity, sampler: ServerSampler 
     start = time.perf_counter()
     try:
         capacity.check_descriptors()  # CapacityError before any environment starts
-        work.run()
-        normal_end = True
-        if sampler is not None:  # the work's end, before teardown closes anything
+        normal_end = work.run()
+        if normal_end and sampler is not None:  # before teardown closes anything
             sampler.sample_now()
     except KeyboardInterrupt:
         interrupted = True
@@ -626,7 +632,8 @@ class _Here:
         self._concurrency = concurrency
         self._measures_memory = capacity.measures_memory
 
-    def run(self) -> None:
+    def run(self) -> bool:
+        """The work, to its end (True)."""
         fleet = self.fleet
         fleet.start_caller(0)
         if self._measures_memory:  # the first invocation alone, then the rest
@@ -635,6 +642,7 @@ class _Here:
             for k in range(1, self._concurrency):
                 fleet.start_caller(k)
         fleet.wait_callers()
+        return True
 
     def teardown(self, *, abort: bool) -> None:
         self.fleet.teardown(abort=abort)
@@ -687,7 +695,8 @@ class _Shards:
         self.started: list[Shard] = []
         self.receivers: list[threading.Thread] = []
 
-    def run(self) -> None:
+    def run(self) -> bool:
+        """The work, to its end (True), or until a shard died (False: stop the others)."""
         shared, collector = self.shared, self.collector
         if not self._measures_memory:
             shared.go.set()
@@ -710,8 +719,9 @@ class _Shards:
         while back < len(self.started):
             if shared.work_done.acquire(timeout=0.1):
                 back += 1
-            elif all(not r.is_alive() for r in self.receivers):
-                break  # every shard ended (or died) without saying so
+            elif any(not r.is_alive() for r in self.receivers):
+                return False  # its pipe closed before the teardown: that shard died
+        return True
 
     def teardown(self, *, abort: bool) -> None:
         shared = self.shared
@@ -719,10 +729,14 @@ class _Shards:
             shared.stop.set()
             shared.abort.set()
         shared.teardown.set()
+        died = any(shard.died for shard in self.started)
+        deadline = time.monotonic() + (_SHARD_GONE_GRACE_S if died else _SHARD_TEARDOWN_S)
         for receiver in self.receivers:
-            receiver.join()
-        for shard in self.started:
-            shard.join(timeout=30)
+            receiver.join(max(0.0, deadline - time.monotonic()))
+        for shard in self.started:  # SIGKILLed if still there: stuck, or never reporting
+            shard.join(timeout=max(0.0, deadline - time.monotonic()))
+        for receiver in self.receivers:
+            receiver.join()  # the shard is gone: its pipe is closed
 
     def ended(self, wall: float, interrupted: bool) -> _Ended:
         started = self.started
@@ -732,9 +746,24 @@ class _Shards:
             for shard in started
             for key, s in shard.shutdowns
         ]
+        # the shard that died first, then any that did not end after it (SIGKILLed here)
+        died = [shard.died for shard in sorted(started, key=lambda s: s.hung) if shard.died]
+        stopped = None
+        if died:
+            stopped = (
+                f"{'; '.join(died)}: the fleet was stopped; what a shard had not yet sent is "
+                "not recorded (its invocations in flight, its environments' shutdowns)"
+            )
         shared = self.shared
         return _Ended(
-            self.collector, shared.schedule, shutdowns, shared.live.peak, wall, interrupted, error
+            self.collector,
+            shared.schedule,
+            shutdowns,
+            shared.live.peak,
+            wall,
+            interrupted,
+            error,
+            stopped,
         )
 
 

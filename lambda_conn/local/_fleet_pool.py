@@ -209,7 +209,7 @@ class Schedule:
             self._cond.acquire()
         self._idling = False
         self.idle_window = (start - self.started_at, time.monotonic() - self.started_at)
-        self._cond.notify_all()
+        self._wake_all()
 
     def done(self, *, free: bool = False) -> None:
         """An invocation taken has ended (or will never run); ``free``: its caller holds no
@@ -218,7 +218,11 @@ class Schedule:
             self._in_flight -= 1
             if free:
                 self._holding -= 1
-            self._cond.notify_all()
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        """Every caller waiting to join or to take (under ``_cond``)."""
+        self._cond.notify_all()
 
     @property
     def handed_out(self) -> int:

@@ -25,6 +25,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ __all__ = [
 
 _BATCH_S = 0.01  # a shard's records reach the parent within this (its progress line)
 _BATCH_MAX = 512
+_FLAG_POLL_S = 0.005  # how often a SharedFlag.wait looks
 
 
 def shards_for(concurrency: int, shards: int | None) -> int:
@@ -65,21 +67,30 @@ def shards_for(concurrency: int, shards: int | None) -> int:
 
 class SharedFlag:
     """A shared boolean with ``threading.Event``'s interface (``set``, ``is_set``,
-    ``wait``), readable without a system call: the schedule asks per invocation."""
+    ``wait``), readable without a system call: the schedule asks per invocation.
+
+    Shared memory only, no lock or condition: ``set`` writes a byte and ``wait`` polls.
+    A ``multiprocessing.Event`` is a condition, and a process killed while it waits on
+    one (SIGKILL, the OOM killer) leaves its sleeper counted: every later ``set`` then
+    waits for that sleeper to wake, for ever (the parent's stop after a shard died)."""
 
     def __init__(self, ctx: Any) -> None:
         self._value = ctx.RawValue("b", 0)
-        self._event = ctx.Event()
 
     def set(self) -> None:
         self._value.value = 1
-        self._event.set()
 
     def is_set(self) -> bool:
         return bool(self._value.value)
 
     def wait(self, timeout: float | None = None) -> bool:
-        return bool(self._event.wait(timeout))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._value.value:
+            left = _FLAG_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, _FLAG_POLL_S))
+        return True
 
 
 class SharedSchedule(Schedule):
@@ -155,15 +166,21 @@ class SharedSchedule(Schedule):
         window[0] = value is not None
 
     def done(self, *, free: bool = False) -> None:
-        """As ``Schedule.done``, waking waiters only while the freeze is to come: a
-        cross-process notify waits for every sleeper to wake, and otherwise only a
-        ramp's callers wait, who look again every 50 ms."""
+        """As ``Schedule.done``, waking waiters only while the freeze is to come:
+        otherwise only a ramp's callers wait, who look again every 50 ms."""
         with self._cond:
             self._in_flight -= 1
             if free:
                 self._holding -= 1
             if self._idle_at >= 0 and self.idle_window is None:
-                self._cond.notify_all()
+                self._wake_all()
+
+    def _wake_all(self) -> None:
+        """A cross-process notify waits until every sleeper has woken, and a shard killed
+        while it slept never does: not once the fleet is stopped (a shard died), when
+        every waiter looks again within 100 ms and gives up."""
+        if not self.stop.is_set():
+            self._cond.notify_all()
 
 
 class LiveCounter:
@@ -278,7 +295,10 @@ class Shard:
         self.slots: dict[int, RemoteSlot] = {}
         self.shutdowns: list[tuple[int, ShutdownRecord]] = []
         self.error: BaseException | None = None
+        #: How the shard ended when it did without its report (killed, crashed).
+        self.died: str | None = None
         self.ended = False
+        self.hung = False  # SIGKILLed by ``join``: it did not end after the teardown
         parent_end, child_end = ctx.Pipe(duplex=False)
         self._conn = parent_end
         parent = os.getpid()
@@ -313,11 +333,14 @@ class Shard:
                 try:
                     kind, payload = pickle.loads(self._conn.recv_bytes())
                 except (EOFError, OSError):
-                    if not self.ended:
-                        self.error = self.error or RuntimeError(
-                            f"fleet shard {self.number} exited before its report "
-                            f"(exit status {self.process.exitcode})"
+                    if not self.ended:  # its pipe closed: it is exiting, or gone
+                        self.process.join(5.0)
+                        how = (
+                            "did not end after the teardown and was SIGKILLed"
+                            if self.hung
+                            else _how(self.process.exitcode)
                         )
+                        self.died = f"fleet shard {self.number} (pid {self.process.pid}) {how}"
                     return
                 if kind == "records":
                     for index, key, record, started, descriptors in payload:
@@ -332,8 +355,20 @@ class Shard:
     def join(self, timeout: float) -> None:
         self.process.join(timeout)
         if self.process.is_alive():
+            self.hung = True
             self.process.kill()
             self.process.join()
+
+
+def _how(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "closed its pipe before its report"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode} before its report"
 
 
 def _shard_main(

@@ -1,0 +1,308 @@
+"""Fleet shards (one supervisor process per core) when things go wrong: a shard killed,
+Ctrl-C while they are forked, the --idle freeze over every shard.
+
+Each fleet runs in a Python of its own (``_SCRIPT``), with ``shards=2`` whatever the
+machine's cores, so that a hang is a timeout here and not a stuck test session, and so
+that "no process left" is checked from outside: by pid and process group in /proc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+_MARK = "LAMBDA_CONN_SHARD_TEST_MARK"
+
+HANDLERS = """
+    import os
+    import signal
+    import subprocess
+    import time
+
+    # every environment starts a child at Init, in its process group, as a handler may
+    CHILD = subprocess.Popen(["sleep", "600"])
+    ROOT = os.environ["SEEN_DIR"]
+    with open(os.path.join(ROOT, str(os.getpid())), "w") as fh:
+        fh.write(str(os.getppid()))  # the shard that started this runtime
+    THAWS = [0]
+    signal.signal(signal.SIGCONT, lambda *_: THAWS.__setitem__(0, THAWS[0] + 1))
+
+    def handler(event, context):
+        time.sleep(event.get("sleep_s", 0))
+        return {"pid": os.getpid(), "supervisor": os.getppid(), "thaws": THAWS[0],
+                "t": time.monotonic()}
+"""
+
+# Runs one fleet; writes what it returned or raised, and which of its descendants are
+# still alive once it did, as JSON to argv[2]. argv[1]: the fleet's options as JSON.
+_SCRIPT = """
+import json, os, signal, subprocess, sys
+from lambda_conn.local import FleetInterrupted, fleet_soak
+
+options = json.loads(sys.argv[1])
+hooks = options.pop("hooks", None)
+PARENT = os.getpid()
+if hooks:  # a real SIGINT at a chosen moment of the first shard's fork
+    fired = []
+
+    def after_in_parent():
+        if os.getpid() == PARENT and not fired:
+            fired.append(1)
+            os.kill(PARENT, signal.SIGINT)
+
+    def after_in_child():  # the new shard too, as Ctrl-C at a terminal reaches the group
+        if hooks == "group" and os.getppid() == PARENT:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    os.register_at_fork(after_in_parent=after_in_parent, after_in_child=after_in_child)
+
+
+def descendants(pid):
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as fh:
+                    children = [int(c) for c in fh.read().split()]
+            except OSError:
+                continue
+            for child in children:
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+result = {}
+try:
+    report = fleet_soak(output=subprocess.DEVNULL, **options)
+except FleetInterrupted as exc:
+    report = exc.report
+    result["interrupted"] = True
+except BaseException as exc:
+    report = None
+    result["error"] = repr(exc)
+if report is not None:
+    result.update(
+        stopped_early=report.stopped_early,
+        indices=[r.index for r in report.records],
+        failed=report.summary.failed,
+        environments=report.fleet.environments_created,
+        idle_after=report.fleet.idle_after,
+        idle_window=report.idle_window,
+        responses=[r.response for r in report.records],
+        started_s=list(report.started_s),
+        shutdowns=[s.reason for s in report.shutdowns],
+    )
+result["alive"] = sorted(pid for pid in descendants(PARENT) if alive(pid))
+with open(sys.argv[2], "w") as fh:
+    json.dump(result, fh)
+"""
+
+
+def _marked(mark: str) -> list[tuple[int, str]]:
+    """Every live process whose environment carries the mark, with its state letter."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if f"{_MARK}={mark}".encode() not in fh.read().split(b"\0"):
+                    continue
+            state = _state(int(entry))
+        except OSError:
+            continue
+        if state not in ("Z", None):
+            found.append((int(entry), state))
+    return found
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _in_groups(groups: set[int]) -> list[int]:
+    """Live processes in any of these process groups (a runtime's group is its pid)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z" and int(fields[2]) in groups:
+            found.append(int(entry))
+    return found
+
+
+def _wait_for(predicate: Callable[[], Any], what: str, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {limit:g} s for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def mark() -> Iterator[str]:
+    """A mark in the function's environment; whatever still carries it after the test
+    (after its assertions, or when it failed) is SIGKILLed."""
+    value = uuid.uuid4().hex
+    yield value
+    for pid, _ in _marked(value):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class _Fleet:
+    """The script running one fleet of app.handler, 4 callers over 2 shards."""
+
+    def __init__(self, root: Path, mark: str, **options: Any) -> None:
+        self.seen = root / "seen"
+        self.seen.mkdir()
+        self.out = root / "result.json"
+        options = {
+            "handler": "app.handler",
+            "concurrency": 4,
+            "shards": 2,
+            "handler_dir": str(root),
+            "env": {_MARK: mark, "SEEN_DIR": str(self.seen)},
+            **options,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SCRIPT, json.dumps(options), str(self.out)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def runtimes(self) -> dict[int, int]:
+        """Each runtime started so far, and the shard (its supervisor) that started it."""
+        found = {}
+        for entry in os.listdir(self.seen):
+            text = (self.seen / entry).read_text()
+            if text:
+                found[int(entry)] = int(text)
+        return found
+
+    def result(self, timeout: float = 60) -> dict[str, Any]:
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the fleet did not end within {timeout:g} s") from None
+        assert self.proc.returncode == 0, err.decode()[-3000:]
+        data: dict[str, Any] = json.loads(self.out.read_text())
+        return data
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def fleet(write_handler, mark) -> Iterator[Callable[..., _Fleet]]:
+    started: list[_Fleet] = []
+
+    def start(**options: Any) -> _Fleet:
+        root = write_handler("app", HANDLERS)
+        started.append(_Fleet(root, mark, **options))
+        return started[-1]
+
+    yield start
+    for f in started:
+        f.kill()
+
+
+def _frozen(mark: str, count: int) -> bool:
+    states = [s for _, s in _marked(mark)]
+    return len(states) == count and set(states) == {"T"}
+
+
+# ------------------------------------------------------------------ a shard killed
+
+
+@pytest.mark.parametrize(
+    ("when", "which"),
+    [("running", 0), ("idle", 0), ("idle", 1)],
+    ids=["running", "idle-first-shard", "idle-second-shard"],
+)
+def test_a_killed_shard_stops_the_fleet_with_what_it_got_and_leaves_nothing(
+    fleet, mark, when, which
+):
+    # GIVEN 4 environments over 2 shards, busy or all frozen by --idle (then one shard's
+    # caller sleeps in the freeze, the other's waits for it: both are killed in turn)
+    options: dict[str, Any] = {"n": 40, "idle_s": 600}
+    if when == "running":
+        options = {"n": 100_000, "event": {"sleep_s": 0.01}}
+    f = fleet(**options)
+    _wait_for(lambda: len(f.runtimes()) == 4, "four environments")
+    runtimes = f.runtimes()
+    shards = sorted(set(runtimes.values()))
+    assert len(shards) == 2
+    if when == "idle":
+        _wait_for(lambda: _frozen(mark, 8), "four runtimes and their children, frozen")
+    else:
+        _wait_for(lambda: len(_marked(mark)) == 8, "four runtimes and their children")
+    # WHEN one shard is SIGKILLed (as the OOM killer does)
+    victim = shards[which]
+    os.kill(victim, signal.SIGKILL)
+    # THEN the fleet ends at once (it used to wait for that shard for ever), with the
+    # records it got and why it stopped
+    result = f.result(timeout=60)
+    assert "error" not in result, result.get("error")
+    stopped = result["stopped_early"]
+    assert stopped is not None
+    assert stopped.startswith(f"fleet shard {which} (pid {victim}) was killed by SIGKILL: ")
+    assert "did not end" not in stopped  # the other shard tore down and reported
+    assert stopped.endswith(
+        "the fleet was stopped; what a shard had not yet sent is not "
+        "recorded (its invocations in flight, its environments' shutdowns)"
+    )
+    indices = result["indices"]
+    assert len(indices) == len(set(indices))  # none counted twice
+    assert indices == sorted(indices)
+    if when == "idle":  # the first half, all done before the freeze
+        assert indices[:20] == list(range(20))
+    # AND no process is left: no shard, no runtime, no child, frozen or running
+    assert result["alive"] == []
+    gone = {pid for pid, shard in runtimes.items() if shard == victim}
+    assert not [pid for pid, _ in _marked(mark) if pid in runtimes]
+    # (the killed shard's children are SIGKILLed by its reaper, which saw it die)
+    _wait_for(lambda: _marked(mark) == [], "the killed shard's environments' children", 10)
+    assert _in_groups(set(runtimes)) == []
+    assert all(_state(pid) in (None, "Z") for pid in [victim, *gone])
