@@ -243,6 +243,27 @@ def _sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Ctrl-C during the block raises KeyboardInterrupt at its end, so that what the
+    block does (fork a shard and register it) is done whole; a child forked meanwhile
+    inherits the handler, which only notes the signal (on the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+
 class _Fleet:
     """One process's callers and environments; the schedule, the stop and the collector
     are this process's own, or (in a shard) shared with the parent."""
@@ -698,17 +719,16 @@ class _Shards:
     def run(self) -> bool:
         """The work, to its end (True), or until a shard died (False: stop the others)."""
         shared, collector = self.shared, self.collector
-        if not self._measures_memory:
-            shared.go.set()
+        # Every shard forked first, while no receiver exists and no runtime (they wait
+        # for ``begin``): see ``Shard`` on the threads that do at each fork.
         for number in range(self._shards):
             callers = [k for k in range(self._concurrency) if k % self._shards == number]
-            shard = Shard(self._ctx, number, callers, shared, self._run)
-            self.started.append(shard)
-            receiver = threading.Thread(
-                target=shard.receive, args=(collector.add,), name="lambda_conn-fleet-receive"
-            )
-            self.receivers.append(receiver)
-            receiver.start()
+            with _sigint_held():  # forked and registered, or neither
+                self.started.append(Shard(self._ctx, number, callers, shared, self._run))
+        self._receive()
+        if not self._measures_memory:
+            shared.go.set()
+        shared.begin.set()
         if self._measures_memory:  # the first invocation alone, then the rest
             while not len(collector.records) and not shared.stop.is_set():
                 if any(not r.is_alive() for r in self.receivers[:1]):
@@ -723,12 +743,22 @@ class _Shards:
                 return False  # its pipe closed before the teardown: that shard died
         return True
 
+    def _receive(self) -> None:
+        """A thread taking each started shard's records (once per shard)."""
+        for shard in self.started[len(self.receivers) :]:
+            receiver = threading.Thread(
+                target=shard.receive, args=(self.collector.add,), name="lambda_conn-fleet-receive"
+            )
+            self.receivers.append(receiver)
+            receiver.start()
+
     def teardown(self, *, abort: bool) -> None:
         shared = self.shared
         if abort:
             shared.stop.set()
             shared.abort.set()
         shared.teardown.set()
+        self._receive()  # a Ctrl-C between two forks: the shards forked so far too
         died = any(shard.died for shard in self.started)
         deadline = time.monotonic() + (_SHARD_GONE_GRACE_S if died else _SHARD_TEARDOWN_S)
         for receiver in self.receivers:
@@ -792,16 +822,14 @@ def _shard(
         live=shared.live,
     )
     try:
-        for k in callers:
-            if k != 0:  # the very first invocation may be the memory probe: alone
-                while not shared.go.wait(_ABORT_POLL_S):
-                    if shared.abort.is_set() or shared.stop.is_set():
-                        break
-                if not shared.go.is_set():
+        if _until(shared.begin, shared):  # every shard forked
+            for k in callers:
+                # the very first invocation may be the memory probe: alone
+                if k != 0 and not _until(shared.go, shared):
                     break
-            fleet.start_caller(k)
-        while not fleet.callers_back(_ABORT_POLL_S) and not shared.abort.is_set():
-            pass
+                fleet.start_caller(k)
+            while not fleet.callers_back(_ABORT_POLL_S) and not shared.abort.is_set():
+                pass
     finally:
         forwarder.flush()
         shared.work_done.release()
@@ -811,3 +839,11 @@ def _shard(
         forwarder.close()
         shutdowns = [(slot.key, s) for slot in fleet.pool.slots for s in slot.fn.shutdowns]
         send_end(conn, shutdowns, fleet.error)
+
+
+def _until(flag: SharedFlag, shared: Any) -> bool:
+    """Wait until ``flag`` is set (True), or the parent stops or aborts (False)."""
+    while not flag.wait(_ABORT_POLL_S):
+        if shared.abort.is_set() or shared.stop.is_set():
+            return False
+    return True

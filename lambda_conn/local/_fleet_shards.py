@@ -258,6 +258,7 @@ class _Shared:
 
     schedule: SharedSchedule
     stop: SharedFlag
+    begin: SharedFlag  # every shard is forked: the very first caller may start
     go: SharedFlag  # callers other than the very first may start (after the memory probe)
     work_done: Any  # a semaphore each shard releases when its callers are back
     teardown: SharedFlag
@@ -272,6 +273,7 @@ def make_shared(
     return _Shared(
         schedule=SharedSchedule(ctx, n, concurrency, ramp_s=ramp_s, idle_s=idle_s, stop=stop),
         stop=stop,
+        begin=SharedFlag(ctx),
         go=SharedFlag(ctx),
         work_done=ctx.Semaphore(0),
         teardown=SharedFlag(ctx),
@@ -309,9 +311,16 @@ class Shard:
             daemon=False,
         )
         with warnings.catch_warnings():
-            # Python 3.12+ warns of fork() in a process with threads (this one has its
-            # log tap's and sampler's): the shard never touches what they hold, and
-            # CPython re-initialises the import lock and logging's locks in the child.
+            # Python 3.12+ warns of fork() in a process with threads. A lock another
+            # thread holds at the fork stays held for ever in the child, so the parent
+            # forks every shard before it starts any thread that handles records (the
+            # receivers, and the progress hook they call, which writes to stderr: a
+            # shard flushes stderr as it exits) and before any runtime exists (the shards
+            # wait for ``begin``). What runs meanwhile: the log tap's thread, blocked in
+            # an unbuffered read of a pipe no runtime writes to yet (it holds no lock),
+            # the sampler's, which takes only its own locks and connection, and threads
+            # of the caller's own. CPython re-initialises the import lock and logging's
+            # locks in the child.
             warnings.filterwarnings(
                 "ignore", "This process .* is multi-threaded", DeprecationWarning
             )

@@ -41,13 +41,13 @@ HANDLERS = """
     signal.signal(signal.SIGCONT, lambda *_: THAWS.__setitem__(0, THAWS[0] + 1))
 
     def handler(event, context):
-        time.sleep(event.get("sleep_s", 0))
+        time.sleep((event or {}).get("sleep_s", 0))
         return {"pid": os.getpid(), "supervisor": os.getppid(), "thaws": THAWS[0],
                 "t": time.monotonic()}
 """
 
 # Runs one fleet; writes what it returned or raised, and which of its descendants are
-# still alive once it did, as JSON to argv[2]. argv[1]: the fleet's options as JSON.
+# left once it did (zombies too), as JSON to argv[2]. argv[1]: the fleet's options as JSON.
 _SCRIPT = """
 import json, os, signal, subprocess, sys
 from lambda_conn.local import FleetInterrupted, fleet_soak
@@ -55,20 +55,34 @@ from lambda_conn.local import FleetInterrupted, fleet_soak
 options = json.loads(sys.argv[1])
 hooks = options.pop("hooks", None)
 PARENT = os.getpid()
-if hooks:  # a real SIGINT at a chosen moment of the first shard's fork
+forks = []
+if hooks in ("parent", "group"):  # a real SIGINT as soon as the first shard is forked
+    import multiprocessing.process
+
+    real_start = multiprocessing.process.BaseProcess.start
     fired = []
 
-    def after_in_parent():
-        if os.getpid() == PARENT and not fired:
+    def start(self):
+        real_start(self)
+        if not fired:
             fired.append(1)
+            if hooks == "group":  # the new shard too, as a terminal's Ctrl-C reaches both
+                os.kill(self.pid, signal.SIGINT)
             os.kill(PARENT, signal.SIGINT)
 
-    def after_in_child():  # the new shard too, as Ctrl-C at a terminal reaches the group
-        if hooks == "group" and os.getppid() == PARENT:
-            os.kill(os.getpid(), signal.SIGINT)
+    multiprocessing.process.BaseProcess.start = start
+elif hooks == "census":  # at each shard's fork: this process's threads, the shards' children
+    import multiprocessing, threading
 
-    os.register_at_fork(after_in_parent=after_in_parent, after_in_child=after_in_child)
+    def before():
+        if os.getpid() == PARENT:
+            shards = [p.pid for p in multiprocessing.active_children()]
+            forks.append({
+                "threads": sorted(t.name for t in threading.enumerate()),
+                "children_of_shards": sorted(c for s in shards for c in descendants(s)),
+            })
 
+    os.register_at_fork(before=before)
 
 def descendants(pid):
     found, todo = set(), [pid]
@@ -89,14 +103,6 @@ def descendants(pid):
                     found.add(child)
                     todo.append(child)
     return found
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 result = {}
@@ -120,7 +126,9 @@ if report is not None:
         started_s=list(report.started_s),
         shutdowns=[s.reason for s in report.shutdowns],
     )
-result["alive"] = sorted(pid for pid in descendants(PARENT) if alive(pid))
+result["forks"] = forks
+# not even a zombie: every process the fleet started was waited for
+result["left"] = sorted(descendants(PARENT))
 with open(sys.argv[2], "w") as fh:
     json.dump(result, fh)
 """
@@ -296,13 +304,49 @@ def test_a_killed_shard_stops_the_fleet_with_what_it_got_and_leaves_nothing(
     indices = result["indices"]
     assert len(indices) == len(set(indices))  # none counted twice
     assert indices == sorted(indices)
-    if when == "idle":  # the first half, all done before the freeze
-        assert indices[:20] == list(range(20))
+    if when == "idle":  # of the first half, all done before the freeze (the killed
+        # shard's last 10 ms of records, not yet sent in a batch, may be missing)
+        assert indices and set(indices) <= set(range(20))
     # AND no process is left: no shard, no runtime, no child, frozen or running
-    assert result["alive"] == []
+    assert result["left"] == []
     gone = {pid for pid, shard in runtimes.items() if shard == victim}
     assert not [pid for pid, _ in _marked(mark) if pid in runtimes]
     # (the killed shard's children are SIGKILLed by its reaper, which saw it die)
     _wait_for(lambda: _marked(mark) == [], "the killed shard's environments' children", 10)
     assert _in_groups(set(runtimes)) == []
     assert all(_state(pid) in (None, "Z") for pid in [victim, *gone])
+
+
+# ------------------------------------------------------------------ forking the shards
+
+
+@pytest.mark.parametrize("who", ["parent", "group"])
+def test_ctrl_c_while_the_shards_are_forked_leaves_no_process(fleet, mark, who):
+    # GIVEN a fleet whose first shard has just been forked when Ctrl-C comes (a SIGINT
+    # sent as the fork returns): to the calling process only, or to the new shard as well
+    # (a terminal's Ctrl-C reaches the whole process group; the shard may not yet ignore it)
+    f = fleet(n=1000, hooks=who)
+    result = f.result(timeout=60)
+    # THEN FleetInterrupted with the records so far (none: no shard had begun), every
+    # shard and environment gone by the time it is raised
+    assert "error" not in result, result.get("error")
+    assert result.get("interrupted") is True
+    assert result["stopped_early"] == "interrupted"
+    assert result["indices"] == []
+    assert result["left"] == []
+    assert _marked(mark) == []
+
+
+def test_every_shard_is_forked_before_any_record_or_runtime_exists(fleet, mark):
+    """A lock another thread holds at a fork stays held for ever in the child: the
+    receivers (and the progress hook they call, which writes to stderr) must not run
+    while a shard is forked, nor a runtime's output flow into the log tap."""
+    f = fleet(n=200, hooks="census")
+    result = f.result(timeout=60)
+    assert result["failed"] == 0 and len(result["indices"]) == 200
+    forks = result["forks"]
+    assert len(forks) == 2
+    for fork in forks:
+        assert "lambda_conn-fleet-receive" not in fork["threads"], fork
+        assert fork["children_of_shards"] == [], fork  # no runtime, no reaper yet
+    assert result["left"] == []
