@@ -9,6 +9,7 @@ that "no process left" is checked from outside: by pid and process group in /pro
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -350,3 +351,44 @@ def test_every_shard_is_forked_before_any_record_or_runtime_exists(fleet, mark):
         assert "lambda_conn-fleet-receive" not in fork["threads"], fork
         assert fork["children_of_shards"] == [], fork  # no runtime, no reaper yet
     assert result["left"] == []
+
+
+# ------------------------------------------------------------------ --idle over the shards
+
+
+def test_idle_freezes_every_shards_environments_once_and_they_resume(fleet, mark):
+    # GIVEN 4 environments over 2 shards and a 2 s freeze after half of 40 invocations
+    f = fleet(n=40, idle_s=2.0, keep_responses=True, event={"sleep_s": 0.005})
+    # THEN at one moment every runtime (and its child) of both shards is frozen
+    _wait_for(lambda: len(f.runtimes()) == 4, "four environments")
+    _wait_for(lambda: _frozen(mark, 8), "every runtime and child of both shards frozen")
+    shards = set(f.runtimes().values())
+    result = f.result(timeout=60)
+    assert len(shards) == 2
+    # AND every invocation ran once, in order, none failed, in the same 4 environments
+    assert result["failed"] == 0
+    assert result["indices"] == list(range(40))
+    assert result["environments"] == 4
+    assert {r["supervisor"] for r in result["responses"]} == shards
+    assert result["idle_after"] == 20
+    start, end = result["idle_window"]
+    assert end - start >= 2.0
+    # AND the freeze came once, for the whole fleet: nothing sent during it, and one gap
+    # of its length between two invocations sent one after the other
+    sent = result["started_s"]
+    assert all(t <= start for t in sent[:20]) and all(t >= end for t in sent[20:])
+    ordered = sorted(sent)
+    gaps = [b - a for a, b in itertools.pairwise(ordered)]
+    assert len([g for g in gaps if g >= 2.0]) == 1
+    # AND each environment that served both halves was thawed from the freeze
+    by_env: dict[int, list[tuple[int, int]]] = {}
+    for index, r in zip(result["indices"], result["responses"], strict=True):
+        by_env.setdefault(r["pid"], []).append((index, r["thaws"]))
+    both = [runs for runs in by_env.values() if runs[0][0] < 20 <= runs[-1][0]]
+    assert both
+    for runs in both:
+        before = max(thaws for index, thaws in runs if index < 20)
+        after = min(thaws for index, thaws in runs if index >= 20)
+        assert after > before, runs
+    assert result["left"] == []
+    assert _marked(mark) == []
