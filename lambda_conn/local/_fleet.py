@@ -163,6 +163,8 @@ class _Collector:
         #: The concurrency refused once an environment measured more than fits.
         self.refused: CapacityError | None = None
         self._init_failures = 0
+        #: Set once the first record has been taken whole (its capacity check included).
+        self.first_added = threading.Event()
         self._strings: dict[str, str] = {}
         self._stacks: dict[tuple[str, ...], list[str]] = {}
 
@@ -210,6 +212,7 @@ class _Collector:
             if refused is not None and self.refused is None:
                 self.refused = refused
                 self._stop.set()
+            self.first_added.set()  # the memory probe judged: stop already set if refused
             if self._progress is not None:
                 self._progress(len(self.records), self.records[-1])
             failed_init = record.reset_reason == "init_error"
@@ -730,10 +733,9 @@ class _Shards:
             shared.go.set()
         shared.begin.set()
         if self._measures_memory:  # the first invocation alone, then the rest
-            while not len(collector.records) and not shared.stop.is_set():
+            while not collector.first_added.wait(0.005) and not shared.stop.is_set():
                 if any(not r.is_alive() for r in self.receivers[:1]):
                     break
-                time.sleep(0.005)
             shared.go.set()
         back = 0
         while back < len(self.started):

@@ -261,3 +261,43 @@ def test_a_hard_descriptor_limit_below_lambdas_is_said_plainly(write_handler, co
     )
     assert "ulimit -Hn 1024" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_memory_probe_is_judged_before_any_other_environment_starts(
+    write_handler, tmp_path, monkeypatch
+):
+    """Over shards the first record reaches this process's collector, which checks it
+    against the memory: no other caller may start before that check has refused (it
+    used to be let go once the record was counted, before the check: here the check is
+    slowed, so that any caller let go meanwhile starts an environment)."""
+    import time
+
+    from lambda_conn.local import _capacity
+
+    real = _capacity.Capacity.observe
+    calls: list[int] = []
+
+    def slow_observe(self: Any, rss: int | None, descriptors: int | None) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # the probe's record
+            time.sleep(0.5)
+        return real(self, rss, descriptors)
+
+    monkeypatch.setattr(_capacity.Capacity, "observe", slow_observe)
+    root = write_handler("app", HANDLERS)
+    started = tmp_path / "started"
+    started.mkdir()
+    available = available_memory()
+    assert available is not None
+    allocate = available // 80
+    with pytest.raises(CapacityError, match="concurrency=120 is not accepted"):
+        _soak(
+            "app.ok",
+            50,
+            concurrency=120,
+            shards=2,
+            handler_dir=root,
+            memory_mb=math.ceil(2 * allocate / 2**20) + 128,
+            env={"ALLOCATE_AT_INIT": str(allocate), "STARTED_DIR": str(started)},
+        )
+    assert len(os.listdir(started)) == 1  # the probe's environment alone
