@@ -7,11 +7,13 @@ Each round soaks the trivial handler (``_soak_trivial.handler``) with ``fleet_so
 each concurrency in turn (1 2 4 8, then 8 4 2 1, ...), so every concurrency shares the
 machine's load; the table gives the median rate (invocations per second of wall time,
 cold starts included: one per environment) and the supervisor's CPU time per invocation
-(this process, user + sys), with each median's ratio to concurrency 1. On a machine with
+(user + sys of this process and of the shards it forked, as they report it; their
+runtimes' not included), with each median's ratio to concurrency 1. On a machine with
 C cores the rate can grow with concurrency until the runtimes and the supervisor fill
 them. Then one soak of ``--memory-n`` invocations at ``--memory-c`` reports the
-supervisor's resident memory before and after and its peak (``ru_maxrss``), and a second
-one what its report keeps (tracemalloc). ``--waiting`` adds the throughput rows of a
+supervisor's resident memory before and after and its peak (``ru_maxrss``), the largest
+peak of its shards, the same for a tenth of the invocations (what grows with them), and a
+second one what its report keeps (tracemalloc). ``--waiting`` adds the throughput rows of a
 handler that waits 2 ms (``_soak_waiting.handler``), as one on a database round trip.
 """
 
@@ -61,8 +63,8 @@ def warm_rate(report: FleetReport) -> float:
 def one(
     concurrency: int, n: int, handler: str = HANDLER, shards: int | None = None
 ) -> tuple[float, float, float]:
-    """(invocations/s, warm invocations/s, this process's CPU us per invocation) of one
-    fleet soak."""
+    """(invocations/s, warm invocations/s, the supervisor's CPU us per invocation: this
+    process's and its shards') of one fleet soak."""
     cpu = _cpu_s()
     start = time.perf_counter()
     report = fleet_soak(
@@ -75,7 +77,8 @@ def one(
     )
     wall = time.perf_counter() - start
     assert report.summary.failed == 0, report.summary.failures_by_type
-    return n / wall, warm_rate(report), (_cpu_s() - cpu) / n * 1e6
+    cpu = _cpu_s() - cpu + (report.fleet.shard_cpu_s or 0.0)
+    return n / wall, warm_rate(report), cpu / n * 1e6
 
 
 ONE = "one process"
@@ -104,7 +107,7 @@ def throughput(n: int, rounds: int, handler: str = HANDLER) -> str:
         f"rounds, {os.cpu_count()} cores)",
         "",
         "| concurrency | supervisor | median invocations/s | ratio | once warm, "
-        "invocations/s | ratio | this process's CPU us/inv |",
+        "invocations/s | ratio | supervisor CPU us/inv (shards included) |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c, mode in cases:
@@ -119,7 +122,15 @@ def throughput(n: int, rounds: int, handler: str = HANDLER) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _shard_peak(n: int, concurrency: int) -> int:
+    report = fleet_soak(
+        HANDLER, n, concurrency=concurrency, handler_dir=HERE, output=subprocess.DEVNULL
+    )
+    return report.fleet.shard_peak_rss_bytes or 0
+
+
 def memory(n: int, concurrency: int) -> str:
+    small = _shard_peak(max(concurrency, n // 10), concurrency)
     report = fleet_soak(
         HANDLER, n, concurrency=concurrency, handler_dir=HERE, output=subprocess.DEVNULL
     )
@@ -145,7 +156,10 @@ def memory(n: int, concurrency: int) -> str:
         f"### Supervisor memory, {n} invocations x {concurrency} environments\n\n"
         f"RSS {start / 2**20:.1f} MB before, {end / 2**20:.1f} MB after "
         f"({(end - start) / 2**20:+.1f} MB); peak {peak / 2**20:.1f} MB; "
-        f"{fleet.environments_created} environments. Kept by the report (tracemalloc, a "
+        f"{fleet.environments_created} environments. Its {fleet.shards} shards' largest "
+        f"peak RSS: {(fleet.shard_peak_rss_bytes or 0) / 2**20:.1f} MB "
+        f"({small / 2**20:.1f} MB for {max(concurrency, n // 10)} invocations). "
+        f"Kept by the report (tracemalloc, a "
         f"second soak): {kept / 2**20:.1f} MB, {kept / n:,.0f} B per invocation.\n"
     )
 

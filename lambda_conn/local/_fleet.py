@@ -33,9 +33,11 @@ from lambda_conn.local._fleet_report import FleetSummary, fleet_failure_kind, to
 from lambda_conn.local._fleet_shards import (
     LiveCounter,
     Shard,
+    ShardStats,
     SharedFlag,
     SharedSchedule,
     make_shared,
+    own_stats,
     send_end,
     shards_for,
 )
@@ -296,6 +298,10 @@ class _Fleet:
         self._release = threading.Event()
         self.probed = threading.Event()
         self.error: BaseException | None = None
+        #: Set by an aborting teardown (Ctrl-C) before it kills: what it cuts short is
+        #: not the function's failure, and is counted here instead of recorded.
+        self._aborting = False
+        self.interrupted = 0
 
     # ------------------------------------------------------------------- callers
     def start_caller(self, k: int) -> None:
@@ -363,7 +369,11 @@ class _Fleet:
             if not kept:
                 self.pool.release(slot, reset=reset)
             self.schedule.done(free=failed or following is None)
-        self.collector.add(index, slot, record, started, descriptors)
+        if self._aborting and record.outcome == "crash":  # killed by the abort (Ctrl-C)
+            with self._cond:
+                self.interrupted += 1
+        else:
+            self.collector.add(index, slot, record, started, descriptors)
         if kept:
             return slot, following
         if following is not None and self.stop.is_set():
@@ -393,6 +403,7 @@ class _Fleet:
         is back; then shut every environment down and let the callers end."""
         with _sigint_deferred():
             self.stop.set()
+            self._aborting = self._aborting or abort
             while True:
                 if abort:
                     self.pool.abort_all()
@@ -548,6 +559,7 @@ def _run(
         raise collector.refused
     records, started = collector.in_order()
     window = ended.schedule.idle_window
+    shard_stats = [st for st in ended.shard_stats if st is not None]
     summary = FleetSummary(
         concurrency=concurrency,
         ramp_s=ramp,
@@ -564,6 +576,12 @@ def _run(
         peak_server_connections=None if series is None else series.peak,
         server_max_connections=None if series is None else series.max_connections,
         idle_frozen_s=None if window is None else window[1] - window[0],
+        interrupted_in_flight=ended.interrupted_in_flight,
+        shards=len(ended.shard_stats) or 1,
+        shard_cpu_s=None if not shard_stats else sum(st.cpu_s for st in shard_stats),
+        shard_peak_rss_bytes=None
+        if not shard_stats
+        else max(st.peak_rss_bytes for st in shard_stats),
     )
     return FleetReport(
         handler=first.config.spec.lambda_form,
@@ -595,6 +613,10 @@ class _Ended:
     error: BaseException | None
     #: Why the fleet stopped before its work was done, when not for the collector.
     stopped: str | None = None
+    #: Invocations cut short by the abort (Ctrl-C): not the function's, not recorded.
+    interrupted_in_flight: int = 0
+    #: The shards' own report (None in one process, or for a shard that sent none).
+    shard_stats: list[ShardStats | None] = dataclasses.field(default_factory=list)
 
 
 def _run_work(work: _Here | _Shards, capacity: Capacity, sampler: ServerSampler | None) -> _Ended:
@@ -682,6 +704,7 @@ class _Here:
             wall,
             interrupted,
             fleet.error,
+            interrupted_in_flight=fleet.interrupted,
         )
 
 
@@ -787,6 +810,7 @@ class _Shards:
                 "not recorded (its invocations in flight, its environments' shutdowns)"
             )
         shared = self.shared
+        stats = [shard.stats for shard in started]
         return _Ended(
             self.collector,
             shared.schedule,
@@ -796,6 +820,8 @@ class _Shards:
             interrupted,
             error,
             stopped,
+            interrupted_in_flight=sum(s.interrupted for s in stats if s is not None),
+            shard_stats=stats,
         )
 
 
@@ -840,7 +866,7 @@ def _shard(
         fleet.teardown(abort=shared.abort.is_set())
         forwarder.close()
         shutdowns = [(slot.key, s) for slot in fleet.pool.slots for s in slot.fn.shutdowns]
-        send_end(conn, shutdowns, fleet.error)
+        send_end(conn, shutdowns, fleet.error, own_stats(fleet.interrupted))
 
 
 def _until(flag: SharedFlag, shared: Any) -> bool:

@@ -76,6 +76,15 @@ class FleetSummary:
     #: How long every environment stayed frozen for --idle (shorter than ``idle_s`` when
     #: the soak was stopped during the freeze).
     idle_frozen_s: float | None = None
+    #: Invocations cut short by Ctrl-C (their environments SIGKILLed by the supervisor):
+    #: not recorded, as a single-environment soak drops the one it was running.
+    interrupted_in_flight: int = 0
+    #: Supervisor processes serving the environments (1: the calling process itself), and
+    #: what the forked ones reported of themselves: CPU time (their runtimes' not
+    #: included) and the largest peak resident memory among them.
+    shards: int = 1
+    shard_cpu_s: float | None = None
+    shard_peak_rss_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,7 +124,16 @@ def fleet_rows(fleet: FleetSummary) -> list[tuple[str, str]]:
         else:
             held = f"{fleet.idle_s:g} s"
         rows.append(("all frozen (--idle)", f"{held} {after}"))
+    if fleet.interrupted_in_flight:
+        rows.append(("interrupted in flight (not recorded)", str(fleet.interrupted_in_flight)))
     start, end = fleet.supervisor_rss_start_bytes, fleet.supervisor_rss_end_bytes
     if start is not None and end is not None:
         rows.append(("supervisor memory (RSS)", f"{_mb(end)} ({(end - start) / 2**20:+.1f} MB)"))
+    if fleet.shard_peak_rss_bytes is not None:
+        rows.append(
+            (
+                "supervisor shards (peak RSS)",
+                f"{fleet.shards} x {_mb(fleet.shard_peak_rss_bytes)} at most",
+            )
+        )
     return rows

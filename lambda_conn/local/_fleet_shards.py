@@ -23,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import resource
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from lambda_conn.local import _reaper
 from lambda_conn.local._fleet_pool import Schedule
@@ -297,6 +298,8 @@ class Shard:
         self.slots: dict[int, RemoteSlot] = {}
         self.shutdowns: list[tuple[int, ShutdownRecord]] = []
         self.error: BaseException | None = None
+        #: What the shard said of itself at its end (``ShardStats``); None without a report.
+        self.stats: ShardStats | None = None
         #: How the shard ended when it did without its report (killed, crashed).
         self.died: str | None = None
         self.ended = False
@@ -355,7 +358,7 @@ class Shard:
                     for index, key, record, started, descriptors in payload:
                         add(index, self.slot(key), record, started, descriptors)
                 elif kind == "end":
-                    self.shutdowns, self.error = payload
+                    self.shutdowns, self.error, self.stats = payload
                     self.ended = True
                     return
         finally:
@@ -404,11 +407,30 @@ def _shard_main(
         _reaper._stop()
 
 
+class ShardStats(NamedTuple):
+    """What a shard reports of itself at its end, for the fleet's summary."""
+
+    #: Its own CPU time (user + system), its runtimes' not included.
+    cpu_s: float
+    #: Its peak resident memory (``ru_maxrss``).
+    peak_rss_bytes: int
+    #: Invocations cut by the fleet's abort (Ctrl-C), not recorded.
+    interrupted: int
+
+
+def own_stats(interrupted: int) -> ShardStats:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return ShardStats(usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, interrupted)
+
+
 def send_end(
-    conn: Any, shutdowns: list[tuple[int, ShutdownRecord]], error: BaseException | None
+    conn: Any,
+    shutdowns: list[tuple[int, ShutdownRecord]],
+    error: BaseException | None,
+    stats: ShardStats,
 ) -> None:
     try:
-        data = pickle.dumps(("end", (shutdowns, error)), pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(("end", (shutdowns, error, stats)), pickle.HIGHEST_PROTOCOL)
     except Exception:  # an exception that does not pickle: its text
-        data = pickle.dumps(("end", (shutdowns, RuntimeError(repr(error)))))
+        data = pickle.dumps(("end", (shutdowns, RuntimeError(repr(error)), stats)))
     conn.send_bytes(data)
