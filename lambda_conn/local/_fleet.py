@@ -160,6 +160,8 @@ class _Collector:
         self.started: array[float] = array("d")
         self.environments = 0
         self.replaced = 0
+        #: Invocations cut short by the fleet's abort (Ctrl-C, or a shard that died).
+        self.interrupted = 0
         self.stopped: str | None = None
         self._capacity = capacity
         #: The concurrency refused once an environment measured more than fits.
@@ -188,14 +190,19 @@ class _Collector:
         record: InvocationRecord,
         started: float,
         descriptors: int | None,
+        interrupted: bool = False,
     ) -> None:
         """``descriptors``: what a new environment holds of the supervisor's (None for
-        a warm one)."""
+        a warm one). ``interrupted``: cut short by the fleet's abort, so not recorded;
+        its environment still counts (and gets its number, for its shutdown)."""
         with self._lock:
             if record.cold_start:
                 self.environments += 1
                 self.replaced += bool(slot.numbers)
                 slot.numbers[record.environment] = self.environments
+            if interrupted:
+                self.interrupted += 1
+                return
             response = record.response  # a success's only when kept (``_invoke``)
             if not record.ok and isinstance(response, dict):
                 response = {key: self._share_value(value) for key, value in response.items()}
@@ -298,10 +305,9 @@ class _Fleet:
         self._release = threading.Event()
         self.probed = threading.Event()
         self.error: BaseException | None = None
-        #: Set by an aborting teardown (Ctrl-C) before it kills: what it cuts short is
-        #: not the function's failure, and is counted here instead of recorded.
+        #: Set by an aborting teardown (Ctrl-C, a shard that died) before it kills: what
+        #: it cuts short is not the function's failure, and is not recorded as one.
         self._aborting = False
-        self.interrupted = 0
 
     # ------------------------------------------------------------------- callers
     def start_caller(self, k: int) -> None:
@@ -369,11 +375,10 @@ class _Fleet:
             if not kept:
                 self.pool.release(slot, reset=reset)
             self.schedule.done(free=failed or following is None)
-        if self._aborting and record.outcome == "crash":  # killed by the abort (Ctrl-C)
-            with self._cond:
-                self.interrupted += 1
-        else:
-            self.collector.add(index, slot, record, started, descriptors)
+        # Killed by the abort: counted, not recorded (a crash of the function's own that
+        # ends in the same moment is counted with them).
+        interrupted = self._aborting and record.outcome == "crash"
+        self.collector.add(index, slot, record, started, descriptors, interrupted)
         if kept:
             return slot, following
         if following is not None and self.stop.is_set():
@@ -576,7 +581,7 @@ def _run(
         peak_server_connections=None if series is None else series.peak,
         server_max_connections=None if series is None else series.max_connections,
         idle_frozen_s=None if window is None else window[1] - window[0],
-        interrupted_in_flight=ended.interrupted_in_flight,
+        interrupted_in_flight=collector.interrupted,
         shards=len(ended.shard_stats) or 1,
         shard_cpu_s=None if not shard_stats else sum(st.cpu_s for st in shard_stats),
         shard_peak_rss_bytes=None
@@ -613,8 +618,6 @@ class _Ended:
     error: BaseException | None
     #: Why the fleet stopped before its work was done, when not for the collector.
     stopped: str | None = None
-    #: Invocations cut short by the abort (Ctrl-C): not the function's, not recorded.
-    interrupted_in_flight: int = 0
     #: The shards' own report (None in one process, or for a shard that sent none).
     shard_stats: list[ShardStats | None] = dataclasses.field(default_factory=list)
 
@@ -704,7 +707,6 @@ class _Here:
             wall,
             interrupted,
             fleet.error,
-            interrupted_in_flight=fleet.interrupted,
         )
 
 
@@ -820,7 +822,6 @@ class _Shards:
             interrupted,
             error,
             stopped,
-            interrupted_in_flight=sum(s.interrupted for s in stats if s is not None),
             shard_stats=stats,
         )
 
@@ -866,7 +867,7 @@ def _shard(
         fleet.teardown(abort=shared.abort.is_set())
         forwarder.close()
         shutdowns = [(slot.key, s) for slot in fleet.pool.slots for s in slot.fn.shutdowns]
-        send_end(conn, shutdowns, fleet.error, own_stats(fleet.interrupted))
+        send_end(conn, shutdowns, fleet.error, own_stats())
 
 
 def _until(flag: SharedFlag, shared: Any) -> bool:

@@ -76,8 +76,9 @@ class FleetSummary:
     #: How long every environment stayed frozen for --idle (shorter than ``idle_s`` when
     #: the soak was stopped during the freeze).
     idle_frozen_s: float | None = None
-    #: Invocations cut short by Ctrl-C (their environments SIGKILLed by the supervisor):
-    #: not recorded, as a single-environment soak drops the one it was running.
+    #: Invocations cut short by the fleet's abort (Ctrl-C, or a shard that died: their
+    #: environments SIGKILLed by the supervisor), not recorded, as a single-environment
+    #: soak drops the one it was running; their environments count as created.
     interrupted_in_flight: int = 0
     #: Supervisor processes serving the environments (1: the calling process itself), and
     #: what the forked ones reported of themselves: CPU time (their runtimes' not
@@ -119,11 +120,13 @@ def fleet_rows(fleet: FleetSummary) -> list[tuple[str, str]]:
     if fleet.idle_s is not None:
         after = "-" if fleet.idle_after is None else f"after invocation {fleet.idle_after}"
         frozen = fleet.idle_frozen_s
-        if frozen is not None and frozen < fleet.idle_s - 0.05:  # stopped during it
-            held = f"{frozen:.1f} s of {fleet.idle_s:g} s (stopped)"
+        if frozen is None:  # stopped before half the invocations were handed out
+            shown = f"{fleet.idle_s:g} s asked, not reached"
+        elif frozen < fleet.idle_s - 0.05:  # stopped during it
+            shown = f"{frozen:.1f} s of {fleet.idle_s:g} s (stopped) {after}"
         else:
-            held = f"{fleet.idle_s:g} s"
-        rows.append(("all frozen (--idle)", f"{held} {after}"))
+            shown = f"{fleet.idle_s:g} s {after}"
+        rows.append(("all frozen (--idle)", shown))
     if fleet.interrupted_in_flight:
         rows.append(("interrupted in flight (not recorded)", str(fleet.interrupted_in_flight)))
     start, end = fleet.supervisor_rss_start_bytes, fleet.supervisor_rss_end_bytes

@@ -216,7 +216,7 @@ class _Forwarder:
         self._send = send
         self._slot_key = slot_key
         self._lock = threading.Lock()
-        self._batch: list[tuple[int, int, InvocationRecord, float, int | None]] = []
+        self._batch: list[tuple[int, int, InvocationRecord, float, int | None, bool]] = []
         self._closed = threading.Event()
         self._thread = threading.Thread(
             target=self._flush_often, name="lambda_conn-shard-send", daemon=True
@@ -230,9 +230,11 @@ class _Forwarder:
         record: InvocationRecord,
         started: float,
         descriptors: int | None,
+        interrupted: bool = False,
     ) -> None:
         with self._lock:
-            self._batch.append((index, self._slot_key(slot), record, started, descriptors))
+            batch = (index, self._slot_key(slot), record, started, descriptors, interrupted)
+            self._batch.append(batch)
             full = len(self._batch) >= _BATCH_MAX
         if full or record.cold_start:  # a new environment counts at once (the memory probe)
             self.flush()
@@ -337,7 +339,7 @@ class Shard:
         return slot
 
     def receive(
-        self, add: Callable[[int, RemoteSlot, InvocationRecord, float, int | None], None]
+        self, add: Callable[[int, RemoteSlot, InvocationRecord, float, int | None, bool], None]
     ) -> None:
         """Until the shard ends: each record to ``add``, then its shutdowns (a thread)."""
         try:
@@ -355,8 +357,8 @@ class Shard:
                         self.died = f"fleet shard {self.number} (pid {self.process.pid}) {how}"
                     return
                 if kind == "records":
-                    for index, key, record, started, descriptors in payload:
-                        add(index, self.slot(key), record, started, descriptors)
+                    for index, key, record, started, descriptors, interrupted in payload:
+                        add(index, self.slot(key), record, started, descriptors, interrupted)
                 elif kind == "end":
                     self.shutdowns, self.error, self.stats = payload
                     self.ended = True
@@ -414,13 +416,11 @@ class ShardStats(NamedTuple):
     cpu_s: float
     #: Its peak resident memory (``ru_maxrss``).
     peak_rss_bytes: int
-    #: Invocations cut by the fleet's abort (Ctrl-C), not recorded.
-    interrupted: int
 
 
-def own_stats(interrupted: int) -> ShardStats:
+def own_stats() -> ShardStats:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return ShardStats(usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, interrupted)
+    return ShardStats(usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
 
 
 def send_end(

@@ -41,6 +41,12 @@ def test_the_idle_row_says_how_long_the_freeze_lasted(frozen: float, shown: str)
     assert rows["all frozen (--idle)"] == shown
 
 
+def test_the_idle_row_says_when_the_freeze_never_came() -> None:
+    # stopped (Ctrl-C, Init failures) before half the invocations were handed out
+    rows = dict(fleet_rows(_summary(idle_s=30.0, idle_after=None, idle_frozen_s=None)))
+    assert rows["all frozen (--idle)"] == "30 s asked, not reached"
+
+
 @pytest.mark.parametrize(
     ("peak", "shown"),
     [

@@ -622,6 +622,10 @@ def test_ctrl_c_kills_the_invocations_in_flight(write_handler, tmp_path, mark):
     assert data["stopped_early"] == "interrupted"
     assert data["records"] == []  # none had ended: every one was cut short
     assert data["fleet"]["interrupted_in_flight"] >= 4
+    # their environments still count, each with its number, and each shut down
+    created = data["fleet"]["environments_created"]
+    assert created >= 4 and data["fleet"]["peak_environments"] >= 4
+    assert sorted(s["environment"] for s in data["shutdowns"]) == list(range(1, created + 1))
     assert data["summary"]["failed"] == 0
     table = out.decode()
     assert "Runtime.ExitError" not in table
