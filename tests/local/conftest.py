@@ -6,7 +6,11 @@ process (frozen or not) outlives it.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import textwrap
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,7 @@ from typing import Any
 import pytest
 
 from lambda_conn.local import LocalLambda
+from tests.servers.processes import marked
 
 
 @pytest.fixture
@@ -40,3 +45,15 @@ def make_lambda(tmp_path: Path) -> Iterator[Callable[..., LocalLambda]]:
     yield make
     for fn in made:
         fn.close()
+
+
+@pytest.fixture
+def mark() -> Iterator[str]:
+    """A value for ``tests.servers.processes.MARK`` in the function's environment;
+    whatever still carries it after the test (after its assertions, or when it failed)
+    is SIGKILLed."""
+    value = uuid.uuid4().hex
+    yield value
+    for pid, _ in marked(value):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -8,7 +8,6 @@ output, and the records stay compact.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -17,8 +16,6 @@ import subprocess
 import sys
 import time
 import tracemalloc
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ import pytest
 
 from lambda_conn.local import FleetReport, fleet_soak
 from lambda_conn.local._fleet_report import fleet_failure_kind, fleet_rows
+from tests.servers.processes import MARK, marked
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -471,7 +469,6 @@ def test_too_many_connections_has_a_row_of_its_own():
 
 # ------------------------------------------------------------------ processes
 
-_MARK = "LAMBDA_CONN_FLEET_TEST_MARK"
 
 CHILDREN = """
     import os
@@ -502,25 +499,6 @@ CHILDREN = """
 """
 
 
-def _marked(mark: str) -> list[tuple[int, str]]:
-    """Every live process whose environment carries the mark, with its state letter."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if f"{_MARK}={mark}".encode() not in fh.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                state = fh.read().rsplit(b")", 1)[1].split()[0].decode()
-        except OSError:
-            continue
-        if state != "Z":
-            found.append((int(entry), state))
-    return found
-
-
 def _wait_for(predicate, what: str, limit: float = 60.0) -> None:
     deadline = time.monotonic() + limit
     while not predicate():
@@ -531,17 +509,6 @@ def _wait_for(predicate, what: str, limit: float = 60.0) -> None:
 
 def _cli() -> list[str]:
     return [sys.executable, "-m", "lambda_conn.cli"]
-
-
-@pytest.fixture
-def mark() -> Iterator[str]:
-    """A mark in the function's environment; whatever still carries it after the test
-    (after its assertions, or when it failed) is SIGKILLed."""
-    value = uuid.uuid4().hex
-    yield value
-    for pid, _ in _marked(value):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def _start_fleet(
@@ -565,7 +532,7 @@ def _start_fleet(
             "--event",
             "event.json",
             "--env",
-            f"{_MARK}={mark}",
+            f"{MARK}={mark}",
             *extra,
         ],
         cwd=root,
@@ -583,7 +550,7 @@ def test_ctrl_c_prints_the_table_and_leaves_no_process(write_handler, tmp_path, 
         # four environments and their four children up, all frozen by --idle
         _wait_for(lambda: len(os.listdir(seen)) >= 4, "four environments")
         _wait_for(
-            lambda: [s for _, s in _marked(mark)] == ["T"] * 8,
+            lambda: [s for _, s in marked(mark)] == ["T"] * 8,
             "four runtimes and four children, frozen",
         )
         proc.send_signal(signal.SIGINT)
@@ -597,7 +564,7 @@ def test_ctrl_c_prints_the_table_and_leaves_no_process(write_handler, tmp_path, 
     assert "concurrency 4, idle 600 s" in text.splitlines()[1]
     assert "environments created" in text and "peak concurrent environments" in text
     # nothing survives: no runtime, no child, nothing left frozen
-    assert _marked(mark) == []
+    assert marked(mark) == []
 
 
 def test_ctrl_c_kills_the_invocations_in_flight(write_handler, tmp_path, mark):
@@ -630,7 +597,7 @@ def test_ctrl_c_kills_the_invocations_in_flight(write_handler, tmp_path, mark):
     table = out.decode()
     assert "Runtime.ExitError" not in table
     assert "interrupted in flight (not recorded)" in table
-    assert _marked(mark) == []
+    assert marked(mark) == []
 
 
 def test_runtimes_die_with_a_killed_supervisor(write_handler, tmp_path, mark):
@@ -646,15 +613,15 @@ def test_runtimes_die_with_a_killed_supervisor(write_handler, tmp_path, mark):
         _wait_for(lambda: len(os.listdir(seen)) >= 4, "four environments")
         runtimes = {int(p) for p in os.listdir(seen)}
         _wait_for(
-            lambda: [s for _, s in _marked(mark)] == ["T"] * 8,
+            lambda: [s for _, s in marked(mark)] == ["T"] * 8,
             "four runtimes and four children, frozen",
         )
         proc.kill()  # SIGKILL: no cleanup of ours runs
         proc.wait()
         _wait_for(
-            lambda: not runtimes & {pid for pid, _ in _marked(mark)}, "the runtimes to die", 10
+            lambda: not runtimes & {pid for pid, _ in marked(mark)}, "the runtimes to die", 10
         )
-        _wait_for(lambda: _marked(mark) == [], "their children to die", 10)
+        _wait_for(lambda: marked(mark) == [], "their children to die", 10)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -8,7 +8,6 @@ that "no process left" is checked from outside: by pid and process group in /pro
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -16,16 +15,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.servers.processes import MARK, in_groups, marked, state
+
 pytestmark = pytest.mark.timeout(180)
 
-_MARK = "LAMBDA_CONN_SHARD_TEST_MARK"
 
 HANDLERS = """
     import os
@@ -135,65 +134,12 @@ with open(sys.argv[2], "w") as fh:
 """
 
 
-def _marked(mark: str) -> list[tuple[int, str]]:
-    """Every live process whose environment carries the mark, with its state letter."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if f"{_MARK}={mark}".encode() not in fh.read().split(b"\0"):
-                    continue
-            state = _state(int(entry))
-        except OSError:
-            continue
-        if state not in ("Z", None):
-            found.append((int(entry), state))
-    return found
-
-
-def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def _in_groups(groups: set[int]) -> list[int]:
-    """Live processes in any of these process groups (a runtime's group is its pid)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != b"Z" and int(fields[2]) in groups:
-            found.append(int(entry))
-    return found
-
-
 def _wait_for(predicate: Callable[[], Any], what: str, limit: float = 60.0) -> None:
     deadline = time.monotonic() + limit
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {limit:g} s for {what}")
         time.sleep(0.02)
-
-
-@pytest.fixture
-def mark() -> Iterator[str]:
-    """A mark in the function's environment; whatever still carries it after the test
-    (after its assertions, or when it failed) is SIGKILLed."""
-    value = uuid.uuid4().hex
-    yield value
-    for pid, _ in _marked(value):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 class _Fleet:
@@ -208,7 +154,7 @@ class _Fleet:
             "concurrency": 4,
             "shards": 2,
             "handler_dir": str(root),
-            "env": {_MARK: mark, "SEEN_DIR": str(self.seen)},
+            "env": {MARK: mark, "SEEN_DIR": str(self.seen)},
             **options,
         }
         self.proc = subprocess.Popen(
@@ -258,7 +204,7 @@ def fleet(write_handler, mark) -> Iterator[Callable[..., _Fleet]]:
 
 
 def _frozen(mark: str, count: int) -> bool:
-    states = [s for _, s in _marked(mark)]
+    states = [s for _, s in marked(mark)]
     return len(states) == count and set(states) == {"T"}
 
 
@@ -286,7 +232,7 @@ def test_a_killed_shard_stops_the_fleet_with_what_it_got_and_leaves_nothing(
     if when == "idle":
         _wait_for(lambda: _frozen(mark, 8), "four runtimes and their children, frozen")
     else:
-        _wait_for(lambda: len(_marked(mark)) == 8, "four runtimes and their children")
+        _wait_for(lambda: len(marked(mark)) == 8, "four runtimes and their children")
     # WHEN one shard is SIGKILLed (as the OOM killer does)
     victim = shards[which]
     os.kill(victim, signal.SIGKILL)
@@ -311,11 +257,11 @@ def test_a_killed_shard_stops_the_fleet_with_what_it_got_and_leaves_nothing(
     # AND no process is left: no shard, no runtime, no child, frozen or running
     assert result["left"] == []
     gone = {pid for pid, shard in runtimes.items() if shard == victim}
-    assert not [pid for pid, _ in _marked(mark) if pid in runtimes]
+    assert not [pid for pid, _ in marked(mark) if pid in runtimes]
     # (the killed shard's children are SIGKILLed by its reaper, which saw it die)
-    _wait_for(lambda: _marked(mark) == [], "the killed shard's environments' children", 10)
-    assert _in_groups(set(runtimes)) == []
-    assert all(_state(pid) in (None, "Z") for pid in [victim, *gone])
+    _wait_for(lambda: marked(mark) == [], "the killed shard's environments' children", 10)
+    assert in_groups(set(runtimes)) == []
+    assert all(state(pid) in (None, "Z") for pid in [victim, *gone])
 
 
 # ------------------------------------------------------------------ forking the shards
@@ -335,7 +281,7 @@ def test_ctrl_c_while_the_shards_are_forked_leaves_no_process(fleet, mark, who):
     assert result["stopped_early"] == "interrupted"
     assert result["indices"] == []
     assert result["left"] == []
-    assert _marked(mark) == []
+    assert marked(mark) == []
 
 
 def test_every_shard_is_forked_before_any_record_or_runtime_exists(fleet, mark):
@@ -391,4 +337,4 @@ def test_idle_freezes_every_shards_environments_once_and_they_resume(fleet, mark
         after = min(thaws for index, thaws in runs if index >= 20)
         assert after > before, runs
     assert result["left"] == []
-    assert _marked(mark) == []
+    assert marked(mark) == []
