@@ -187,10 +187,6 @@ def test_connection_budget_from_python_keywords_win_over_the_environment(
 def test_the_reused_connections_declared_at_init_are_the_connections_each() -> None:
     # GIVEN a function module that declares two reused connections, then its handler
     code = (
-        "import logging, sys\n"
-        "logging.basicConfig(\n"
-        "    stream=sys.stdout, level=logging.INFO, format='%(levelname)s %(message)s'\n"
-        ")\n"
         "from lambda_conn import managed_connection, reused_connection\n"
         "db = reused_connection(lambda: None, name='db')\n"
         "@reused_connection\n"
@@ -212,7 +208,13 @@ def test_the_reused_connections_declared_at_init_are_the_connections_each() -> N
 
 def _budget_lines_of(code: str) -> list[tuple[str, dict[str, Any]]]:
     """The ``connection_budget`` lines (level, event) of ``code`` run as a function module
-    of ``orders`` (reserved concurrency 30, max_connections 50)."""
+    of ``orders`` (reserved concurrency 30, max_connections 50), logging to stdout."""
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(\n"
+        "    stream=sys.stdout, level=logging.INFO, format='%(levelname)s %(message)s'\n"
+        ")\n"
+    ) + code
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     env.update(
         AWS_LAMBDA_FUNCTION_NAME="orders",
@@ -236,10 +238,6 @@ def test_a_reused_connection_declared_after_the_handler_logs_the_budget_again() 
     # GIVEN a function module that decorates its handler first (the budget is logged
     # then, with no reused connection yet: one each), then declares two reused connections
     code = (
-        "import logging, sys\n"
-        "logging.basicConfig(\n"
-        "    stream=sys.stdout, level=logging.INFO, format='%(levelname)s %(message)s'\n"
-        ")\n"
         "from lambda_conn import managed_connection, reused_connection\n"
         "@managed_connection\n"
         "def handler(event, context):\n"

@@ -42,20 +42,10 @@ REUSED_DB = """
 THREAD_POLLING = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.12"}
 
 
-def db_env(mariadb: Any) -> dict[str, str]:
-    kwargs = mariadb.connect_kwargs()
-    return {
-        "DB_PORT": str(kwargs["port"]),
-        "DB_USER": kwargs["user"],
-        "DB_PASSWORD": kwargs["password"],
-        "DB_NAME": kwargs["database"],
-    }
-
-
 def test_sigterm_closes_the_reused_connection_cleanly(make_function: Any, mariadb: Any) -> None:
     # GIVEN a reused connection, and the guard on (so graceful shutdown is installed)
     fn = make_function(
-        REUSED_DB, env={"FD_HEALTH_LIMIT": "50%", **THREAD_POLLING, **db_env(mariadb)}
+        REUSED_DB, env={"FD_HEALTH_LIMIT": "50%", **THREAD_POLLING, **mariadb.function_env()}
     )
     first, second = fn.invoke({}), fn.invoke({})
     session = first.response["session"]
@@ -75,7 +65,7 @@ def test_sigterm_closes_the_reused_connection_cleanly(make_function: Any, mariad
 def test_without_graceful_shutdown_the_session_is_aborted(make_function: Any, mariadb: Any) -> None:
     # GIVEN the same function with graceful shutdown turned off: no extension, no handler
     env = {"FD_HEALTH_LIMIT": "50%", "HEALTH_GRACEFUL_SHUTDOWN": "off"}
-    fn = make_function(REUSED_DB, env={**env, **THREAD_POLLING, **db_env(mariadb)})
+    fn = make_function(REUSED_DB, env={**env, **THREAD_POLLING, **mariadb.function_env()})
     session = fn.invoke({}).response["session"]
     aborted = mariadb.aborted_clients()
     # WHEN it is spun down  THEN Lambda SIGKILLs it and the server counts an aborted client
@@ -90,7 +80,7 @@ def test_recycle_closes_the_reused_connection_before_exiting(
 ) -> None:
     # GIVEN a recycle due after every second invocation
     env = {"HEALTH_MAX_INVOCATIONS": "2", "HEALTH_MIN_LIFETIME": "0", "HEALTH_JITTER": "0"}
-    fn = make_function(REUSED_DB, env={**env, **db_env(mariadb)})
+    fn = make_function(REUSED_DB, env={**env, **mariadb.function_env()})
     aborted = mariadb.aborted_clients()
     records = [fn.invoke({}) for _ in range(4)]
     # THEN two environments, each exited after its second response, quitting cleanly
@@ -129,7 +119,7 @@ def test_a_timeout_closes_the_in_flight_connection_cleanly(
     make_function: Any, mariadb: Any
 ) -> None:
     # GIVEN a handler that holds its own connection when the function times out
-    env = {"FD_HEALTH_LIMIT": "50%", **THREAD_POLLING, **db_env(mariadb)}
+    env = {"FD_HEALTH_LIMIT": "50%", **THREAD_POLLING, **mariadb.function_env()}
     fn = make_function(IN_FLIGHT_DB, env=env, timeout_s=2.0)
     aborted = mariadb.aborted_clients()
     # WHEN the invocation times out (Lambda: SIGTERM, SIGKILL after the grace)

@@ -84,14 +84,7 @@ def test_the_release_sample_runs_after_the_response_is_posted(
     # GIVEN a handler whose reused connection samples the server (slowly) every invocation,
     # on a server it always finds above the threshold
     write_handler("app", SLOW_SAMPLE_HANDLER)
-    kwargs = mariadb.connect_kwargs()
-    env = {
-        "DB_PORT": str(kwargs["port"]),
-        "DB_USER": kwargs["user"],
-        "DB_PASSWORD": kwargs["password"],
-        "DB_NAME": kwargs["database"],
-        "SLOW_SAMPLE_S": str(SLOW_SAMPLE_S),
-    }
+    env = _db_env(mariadb)
     output = tmp_path / "runtime.log"
     with output.open("wb") as sink:
         fn = make_lambda("app.handler", env=env, output=sink, timeout_s=10.0)
@@ -115,14 +108,7 @@ def test_the_release_sample_runs_after_the_response_is_posted(
 
 
 def _db_env(mariadb: Any) -> dict[str, str]:
-    kwargs = mariadb.connect_kwargs()
-    return {
-        "DB_PORT": str(kwargs["port"]),
-        "DB_USER": kwargs["user"],
-        "DB_PASSWORD": kwargs["password"],
-        "DB_NAME": kwargs["database"],
-        "SLOW_SAMPLE_S": str(SLOW_SAMPLE_S),
-    }
+    return {**mariadb.function_env(), "SLOW_SAMPLE_S": str(SLOW_SAMPLE_S)}
 
 
 WORKERS = 2

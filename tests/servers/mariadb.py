@@ -410,6 +410,16 @@ class MariaDBServer(PrivateServer):
 
     # ------------------------------------------------------------------ client side
 
+    def function_env(self) -> dict[str, str]:
+        """``DB_PORT``, ``DB_USER``, ``DB_PASSWORD``, ``DB_NAME``: how a test's handler
+        module (in a runtime process of its own) finds this server on 127.0.0.1."""
+        return {
+            "DB_PORT": str(self.port),
+            "DB_USER": USER,
+            "DB_PASSWORD": PASSWORD,
+            "DB_NAME": DATABASE,
+        }
+
     def connect_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``pymysql.connect`` as the test user over TCP."""
         kwargs: dict[str, Any] = {
