@@ -282,7 +282,8 @@ class RuntimeApiServer:
     def pump(self, timeout: float | None) -> bool:
         """Serve what arrives within ``timeout`` seconds (None: until something does);
         True when a watched descriptor became readable. Requests are served first, so a
-        response posted just before an exit is kept."""
+        response posted just before an exit is kept. With ``spin_s``, it polls without
+        sleeping for up to that long before it blocks for the rest of ``timeout``."""
         if self._closed:
             return True
         ready = self._spin(timeout) if self.spin_s > 0 else None
