@@ -321,7 +321,7 @@ class _Fleet:
         try:
             if self.schedule.wait_to_join(k):
                 slot: Slot | None = None
-                index = self.schedule.take()
+                index = self.schedule.take(first=True)
                 while index is not None:
                     slot, index = self._invoke(index, slot)
                     self.probed.set()
@@ -358,13 +358,11 @@ class _Fleet:
         descriptors: int | None = None
         following = self.schedule.take_now()
         more = following is not None
-        failed = False
         try:
             record = slot.fn._invoke(self.payload, keep_response=self._keep, more=more)
             if record.cold_start:  # measured before another caller can take the slot
                 descriptors = slot.fn.supervisor_descriptors()
         except BaseException:
-            failed = True
             if following is not None:
                 self.schedule.done()  # taken, never to be invoked
             raise
@@ -374,7 +372,7 @@ class _Fleet:
             kept = more and not reset
             if not kept:
                 self.pool.release(slot, reset=reset)
-            self.schedule.done(free=failed or following is None)
+            self.schedule.done()
         # Killed by the abort: counted, not recorded (a crash of the function's own that
         # ends in the same moment is counted with them).
         interrupted = self._aborting and record.outcome == "crash"
@@ -382,8 +380,7 @@ class _Fleet:
         if kept:
             return slot, following
         if following is not None and self.stop.is_set():
-            # taken but never handed over: not in flight, not invoked; the caller is free
-            self.schedule.done(free=True)
+            self.schedule.done()  # taken but never handed over: not in flight, not invoked
             following = None
         return None, following
 

@@ -127,8 +127,8 @@ class Schedule:
         """The state every caller changes under ``_cond`` (in shared memory for shards)."""
         self._next = 0
         self._in_flight = 0
-        #: Callers holding a request (in flight, or taken for next): the others are idle.
-        self._holding = 0
+        #: Callers that have asked for their first request (``take(first=True)``).
+        self._first_takes = 0
         self._idling = False
         #: (start, end) of the freeze in seconds on the schedule's clock, once done.
         self.idle_window: tuple[float, float] | None = None
@@ -160,9 +160,12 @@ class Schedule:
                 self._cond.wait(min(delay, _JOIN_POLL_S))
         return False
 
-    def take(self) -> int | None:
-        """The next invocation's index (from 0), or None when there is no more work."""
+    def take(self, *, first: bool = False) -> int | None:
+        """The next invocation's index (from 0), or None when there is no more work.
+        ``first``: the caller's first request (counted for ``take_now``)."""
         with self._cond:
+            if first:
+                self._first_takes += 1
             while True:
                 if self.stop.is_set() or self._next >= self.n:
                     return None
@@ -175,22 +178,24 @@ class Schedule:
             index = self._next
             self._next += 1
             self._in_flight += 1
-            self._holding += 1
             return index
 
     def take_now(self) -> int | None:
         """The next invocation's index if it can be handed out without waiting (not the
-        ``idle_s`` freeze's turn) and no other caller is idle, else None: a caller asks
-        while its current invocation is still in flight, to hand the next one to the same
-        environment at once. While a caller that has joined holds no request (its thread
-        not yet started, or between two), the request is its: Lambda sends concurrent
-        requests to as many environments."""
+        ``idle_s`` freeze's turn) and every caller that has joined has sent its first
+        request, else None: a caller asks while its current invocation is still in
+        flight, to hand the next one to the same environment at once. While a joined
+        caller has not asked yet (its thread not started, or still busy starting), the
+        request is its: Lambda sends concurrent requests to as many environments. Once
+        each has, a caller between two requests is not counted: it sends its next at
+        once, and counting it would stop the others handing over theirs, one freeze and
+        thaw leading to the next."""
         with self._cond:
             if self.stop.is_set() or self._next >= self.n:
                 return None
             if self._next == self._idle_at and self.idle_window is None:
                 return None
-            if self._holding < self._joined():
+            if self._first_takes < self._joined():
                 return None
             index = self._next
             self._next += 1
@@ -211,13 +216,10 @@ class Schedule:
         self.idle_window = (start - self.started_at, time.monotonic() - self.started_at)
         self._wake_all()
 
-    def done(self, *, free: bool = False) -> None:
-        """An invocation taken has ended (or will never run); ``free``: its caller holds no
-        other request now."""
+    def done(self) -> None:
+        """An invocation taken has ended (or will never run)."""
         with self._cond:
             self._in_flight -= 1
-            if free:
-                self._holding -= 1
             self._wake_all()
 
     def _wake_all(self) -> None:

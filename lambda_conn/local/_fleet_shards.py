@@ -113,7 +113,7 @@ class SharedSchedule(Schedule):
             ctx.RawValue("q", 0),  # in flight
             ctx.RawValue("b", 0),  # idling
             ctx.RawArray("d", 3),  # the freeze: done, start, end
-            ctx.RawValue("q", 0),  # callers holding a request
+            ctx.RawValue("q", 0),  # callers that asked for their first request
         )
         super().__init__(
             n, concurrency, ramp_s=ramp_s, idle_s=idle_s, stop=stop, cond=ctx.Condition()
@@ -139,11 +139,11 @@ class SharedSchedule(Schedule):
         self._shared[1].value = value
 
     @property
-    def _holding(self) -> int:
+    def _first_takes(self) -> int:
         return int(self._shared[4].value)
 
-    @_holding.setter
-    def _holding(self, value: int) -> None:
+    @_first_takes.setter
+    def _first_takes(self, value: int) -> None:
         self._shared[4].value = value
 
     @property
@@ -166,13 +166,11 @@ class SharedSchedule(Schedule):
             window[1], window[2] = value
         window[0] = value is not None
 
-    def done(self, *, free: bool = False) -> None:
+    def done(self) -> None:
         """As ``Schedule.done``, waking waiters only while the freeze is to come:
         otherwise only a ramp's callers wait, who look again every 50 ms."""
         with self._cond:
             self._in_flight -= 1
-            if free:
-                self._holding -= 1
             if self._idle_at >= 0 and self.idle_window is None:
                 self._wake_all()
 
