@@ -6,6 +6,7 @@ here is ever asserted in tests.
 
 from __future__ import annotations
 
+import resource
 import statistics
 import sys
 import time
@@ -15,6 +16,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def cpu_s() -> float:
+    """This process's CPU time so far (user + system), in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def per_call_us(fn: Callable[[], object], *, number: int, repeat: int) -> list[float]:

@@ -35,16 +35,13 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _common import cpu_s  # noqa: E402
+
 from lambda_conn.local import FleetReport, fleet_soak  # noqa: E402
 
 HANDLER = "_soak_trivial.handler"
 WAITING = "_soak_waiting.handler"
 CONCURRENCIES = (1, 2, 4, 8)
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def warm_rate(report: FleetReport) -> float:
@@ -65,7 +62,7 @@ def one(
 ) -> tuple[float, float, float]:
     """(invocations/s, warm invocations/s, the supervisor's CPU us per invocation: this
     process's and its shards') of one fleet soak."""
-    cpu = _cpu_s()
+    cpu = cpu_s()
     start = time.perf_counter()
     report = fleet_soak(
         handler,
@@ -77,7 +74,7 @@ def one(
     )
     wall = time.perf_counter() - start
     assert report.summary.failed == 0, report.summary.failures_by_type
-    cpu = _cpu_s() - cpu + (report.fleet.shard_cpu_s or 0.0)
+    cpu = cpu_s() - cpu + (report.fleet.shard_cpu_s or 0.0)
     return n / wall, warm_rate(report), cpu / n * 1e6
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -50,6 +49,8 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _common import cpu_s  # noqa: E402
+
 if TYPE_CHECKING:
     from lambda_conn.local import InvocationRecord
 
@@ -63,11 +64,6 @@ TITLE = "Single-environment soak against the raw awslambdaric loop"
 class Sample:
     rate: float  # warm invocations per second
     cpu_us: float  # this process's user + sys per warm invocation
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class MinimalRuntimeApi:
@@ -178,10 +174,10 @@ def raw_loop(n: int, split: bool = False) -> Sample:
         # CPU from the first response on, as for the soak (the cold start is left out).
         while not server.times:
             time.sleep(0.001)
-        cpu0 = _cpu_s()
+        cpu0 = cpu_s()
         if not server.done.wait(120):
             raise RuntimeError("the raw loop did not finish in 120 s")
-        cpu = _cpu_s() - cpu0
+        cpu = cpu_s() - cpu0
     finally:
         proc.kill()
         proc.wait()
@@ -201,7 +197,7 @@ def soak_loop(n: int, split: bool = False, spin: bool = True) -> Sample:
             _run_on(SUPERVISOR_CORE)
         times.append(time.perf_counter())
         if done in (1, n):
-            cpu.append(_cpu_s())
+            cpu.append(cpu_s())
 
     if split:
         _run_on(RUNTIME_CORE)  # where soak() forks the runtime
@@ -253,7 +249,7 @@ def fleet_loop(n: int, concurrency: int) -> Sample:
     def progress(done: int, record: InvocationRecord) -> None:
         times.append(time.perf_counter())
 
-    cpu0 = _cpu_s()  # this process's, and the shards' own as they report it
+    cpu0 = cpu_s()  # this process's, and the shards' own as they report it
     report = fleet_soak(
         HANDLER,
         n,
@@ -264,7 +260,7 @@ def fleet_loop(n: int, concurrency: int) -> Sample:
         progress=progress,
         max_init_failures=1,
     )
-    cpu = _cpu_s() - cpu0 + (report.fleet.shard_cpu_s or 0.0)
+    cpu = cpu_s() - cpu0 + (report.fleet.shard_cpu_s or 0.0)
     if report.summary.failed:
         raise RuntimeError(f"fleet soak failed: {report.summary.failures_by_type}")
     half = len(times) // 2
